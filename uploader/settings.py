@@ -1,0 +1,348 @@
+"""One frozen settings tree, loaded from TOML + command-line flags + environment.
+
+Validation happens here, once, with messages that name the key; everything
+downstream receives a ``Settings`` (or one of its parts) and never reads the
+environment or globals itself. Flags arrive as dotted config keys
+(``{"batch.max_rows": 1000}``) so the TOML file and the command line share
+one vocabulary, and command-line values win.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from uploader.errors import ConfigError
+
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_ROWS",
+    "BatchSettings",
+    "InputSettings",
+    "RunSettings",
+    "Settings",
+    "StatusSettings",
+    "SubmitSettings",
+    "TargetSettings",
+    "is_loopback_host",
+    "load_settings",
+]
+
+MAX_BATCH_ROWS = 500_000
+# "under 50 MB": we stay below 50 MiB and default to 50,000,000 bytes.
+MAX_BATCH_BYTES = 50 * 1024 * 1024
+
+_API_VERSIONS = ("v1", "v2")
+_ID_TYPES = ("thirdPartyId", "pcId")
+_PROGRESS = ("auto", "bar", "log", "none")
+_LOOPS = ("auto", "uvloop", "asyncio")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and addresses in 127.0.0.0/8 or ``::1``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    """Where batches go and how we authenticate."""
+
+    client: str
+    base_url: str = ""  # "" means https://CLIENT.tt.omtrdc.net
+    api: str = "v2"
+    token_env: str = "TARGET_PROFILE_TOKEN"
+    token: str | None = field(default=None, repr=False)  # only ever from the environment
+    allow_http: bool = False  # plain http:// to a non-loopback host needs this opt-in
+    token_hosts: tuple[str, ...] = ()  # extra hosts allowed to receive the token
+
+    def __post_init__(self) -> None:
+        if not self.client or not self.client.strip():
+            raise ConfigError("target.client is required (--client CODE): the Target client code")
+        if any(c in self.client for c in "/?#% "):
+            raise ConfigError(f"target.client {self.client!r} is not a valid client code")
+        if not self.base_url:
+            object.__setattr__(self, "base_url", f"https://{self.client}.tt.omtrdc.net")
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        _one_of("target.api", self.api, _API_VERSIONS)
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"target.base_url {self.base_url!r} is not an http(s) URL")
+        if parts.scheme == "http" and not (self.allow_http or is_loopback_host(parts.hostname)):
+            raise ConfigError(
+                f"target.base_url {self.base_url!r} uses plain http to a non-loopback host; "
+                "use https, or set target.allow_http = true to accept sending profiles unencrypted"
+            )
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """How to read the export and map its columns to Target parameters."""
+
+    id_column: str | None = None  # None: the first column
+    id_type: str = "thirdPartyId"
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    columns: tuple[str, ...] | None = None  # CRM columns to send (the id is always sent)
+    rename: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        _one_of("input.id_type", self.id_type, _ID_TYPES)
+        if len(self.delimiter) != 1 or self.delimiter in '\r\n"':
+            raise ConfigError(f"input.delimiter must be one character, got {self.delimiter!r}")
+        try:
+            "".encode(self.encoding)
+        except LookupError:
+            raise ConfigError(f"input.encoding {self.encoding!r} is not a known encoding") from None
+        object.__setattr__(self, "rename", MappingProxyType(dict(self.rename)))
+        if self.columns is not None:
+            object.__setattr__(self, "columns", tuple(self.columns))
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Size bounds of one batch file (one submit body)."""
+
+    max_rows: int = MAX_BATCH_ROWS
+    max_bytes: int = 50_000_000
+    max_waiting: int = 16  # batch files written but not yet accepted: bounds disk use
+
+    def __post_init__(self) -> None:
+        _positive("batch.max_rows", self.max_rows)
+        _positive("batch.max_bytes", self.max_bytes)
+        _positive("batch.max_waiting", self.max_waiting)
+        if self.max_rows > MAX_BATCH_ROWS:
+            raise ConfigError(
+                f"batch.max_rows {self.max_rows} is above Target's limit of {MAX_BATCH_ROWS} rows"
+            )
+        if self.max_bytes >= MAX_BATCH_BYTES:
+            raise ConfigError(
+                f"batch.max_bytes {self.max_bytes} must stay under Target's 50 MB "
+                f"limit (below {MAX_BATCH_BYTES})"
+            )
+
+
+@dataclass(frozen=True)
+class SubmitSettings:
+    """Concurrency and retry of submits."""
+
+    concurrency: int = 8  # upper bound of submits in flight; adaptive below it
+    max_attempts: int = 8
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 60.0
+    request_timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        _positive("submit.concurrency", self.concurrency)
+        _positive("submit.max_attempts", self.max_attempts)
+        _positive("submit.backoff_initial_s", self.backoff_initial_s)
+        _positive("submit.backoff_max_s", self.backoff_max_s)
+        _positive("submit.request_timeout_s", self.request_timeout_s)
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    """How accepted batches are followed to a final status."""
+
+    wait: bool = True
+    timeout_s: float = 86_400.0
+    poll_initial_s: float = 2.0
+    poll_max_s: float = 60.0
+    max_inflight: int = 4  # status calls in flight at once
+    resubmit_stuck: int = 1
+
+    def __post_init__(self) -> None:
+        _positive("status.timeout_s", self.timeout_s)
+        _positive("status.poll_initial_s", self.poll_initial_s)
+        _positive("status.poll_max_s", self.poll_max_s)
+        _positive("status.max_inflight", self.max_inflight)
+        if self.resubmit_stuck < 0:
+            raise ConfigError("status.resubmit_stuck must be 0 or more")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where a run keeps its files and how it talks to the user."""
+
+    work_dir: Path | None = None  # None: ./uploader-runs/JOB_ID
+    report: Path | None = None
+    junit: Path | None = None
+    progress: str = "auto"
+    loop: str = "auto"
+    fresh: bool = False
+
+    def __post_init__(self) -> None:
+        _one_of("run.progress", self.progress, _PROGRESS)
+        _one_of("run.loop", self.loop, _LOOPS)
+        for name in ("work_dir", "report", "junit"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole validated configuration of one command."""
+
+    target: TargetSettings
+    input: InputSettings = field(default_factory=InputSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    submit: SubmitSettings = field(default_factory=SubmitSettings)
+    status: StatusSettings = field(default_factory=StatusSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "target": TargetSettings,
+    "input": InputSettings,
+    "batch": BatchSettings,
+    "submit": SubmitSettings,
+    "status": StatusSettings,
+    "run": RunSettings,
+}
+# Keys that exist on the dataclasses but must not come from a file or flag.
+_HIDDEN = {("target", "token"), ("run", "fresh")}
+
+
+def load_settings(
+    config_path: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_client: bool = True,
+) -> Settings:
+    """Build validated settings: defaults < TOML file < ``overrides`` (flags).
+
+    ``overrides`` uses dotted keys (``"submit.concurrency"``); ``None`` values
+    mean "flag not given" and are ignored. The token is read from the
+    environment variable named by ``target.token_env``, never from a file.
+    """
+    environ = os.environ if environ is None else environ
+    raw: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    if config_path is not None:
+        _merge(raw, _read_toml(Path(config_path)), source=str(config_path))
+    fresh = False
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "run.fresh":
+            fresh = bool(value)
+            continue
+        section, _, name = key.partition(".")
+        _check_key(section, name, source="command line")
+        raw[section][name] = value
+    if not require_client:
+        raw["target"].setdefault("client", "unset")
+    if not raw["target"].get("client"):
+        raise ConfigError("target.client is required: pass --client CODE or set it in the config")
+    token_env = raw["target"].get("token_env", "TARGET_PROFILE_TOKEN")
+    raw["target"]["token"] = environ.get(token_env) or None
+    try:
+        parts = {name: _build(cls, name, raw[name]) for name, cls in _SECTIONS.items()}
+    except TypeError as exc:  # a required key is missing
+        raise ConfigError(f"configuration incomplete: {exc}") from exc
+    parts["run"] = replace(parts["run"], fresh=fresh)
+    return Settings(**parts)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+
+
+def _merge(raw: dict[str, dict[str, Any]], data: dict[str, Any], *, source: str) -> None:
+    for section, values in data.items():
+        if section not in _SECTIONS:
+            known = ", ".join(_SECTIONS)
+            raise ConfigError(f"{source}: unknown section [{section}] (known: {known})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        for name, value in values.items():
+            _check_key(section, name, source=source)
+            raw[section][name] = value
+
+
+def _check_key(section: str, name: str, *, source: str) -> None:
+    cls = _SECTIONS.get(section)
+    names = {f.name for f in fields(cls)} if cls else set()
+    if cls is None or name not in names or (section, name) in _HIDDEN:
+        hint = " (the token is read only from the environment)" if name == "token" else ""
+        raise ConfigError(f"{source}: unknown config key {section}.{name}{hint}")
+
+
+def _build(cls: type[Any], section: str, values: dict[str, Any]) -> Any:
+    kinds = {f.name: f.type for f in fields(cls)}
+    converted = {}
+    for name, value in values.items():
+        converted[name] = _convert(f"{section}.{name}", str(kinds[name]), value)
+    return cls(**converted)
+
+
+def _convert(key: str, kind: str, value: Any) -> Any:
+    """Coerce a TOML or flag value to the field's type, with a clear message."""
+    if value is None:
+        return None
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1", "on"):
+                    return True
+                if value.lower() in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if kind.startswith("tuple"):
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list | tuple):
+                raise ValueError(value)
+            return tuple(str(v) for v in value)
+        if kind.startswith("Mapping"):
+            if not isinstance(value, Mapping):
+                raise ValueError(value)
+            return {str(k): str(v) for k, v in value.items()}
+        if kind.startswith("Path"):
+            return Path(value)
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return value
+    except ValueError:
+        raise ConfigError(f"{key}: invalid value {value!r}") from None
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key} must be greater than 0; got {value}")
