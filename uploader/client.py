@@ -1,0 +1,449 @@
+"""HTTP client of the Target Bulk Profile Update API: submit, status, fetch profile.
+
+The only module that talks HTTP. One ``aiohttp.ClientSession`` with a bounded
+connection pool serves every call of a run. aiohttp exceptions enter the
+project in exactly one place, ``_map_errors``, and leave it as the
+``uploader.errors`` tree; HTTP status codes are mapped by the pure
+``_raise_for_status``. Parsing lives in ``responses.py``. Nothing here retries:
+the retry policy (``retry.py``) decides what to do with each error class.
+
+Security rules enforced here (SPEC section 6): the token goes only to hosts
+``token_allowed`` accepts, redirects are never followed (a ``Location`` could
+name any host), status URLs must be http(s) and plain http only to loopback
+unless ``allow_http``, and every error message is scrubbed of the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import hdrs
+from aiohttp.abc import AbstractResolver
+from yarl import URL
+
+from uploader import __version__
+from uploader.errors import (
+    AuthError,
+    BatchRejectedError,
+    InputError,
+    NotFoundError,
+    OutcomeUnknownError,
+    ProtocolError,
+    ServerError,
+    ThrottledError,
+    TransportError,
+    UploaderError,
+)
+from uploader.responses import (
+    STATUS_MAX_BYTES,
+    SUBMIT_MAX_BYTES,
+    BatchStatus,
+    ProfileStatus,
+    SubmitResult,
+    excerpt,
+    parse_error_message,
+    parse_retry_after,
+    parse_status,
+    parse_submit,
+)
+from uploader.settings import TargetSettings, is_loopback_host
+
+__all__ = [
+    "PROFILE_MAX_BYTES",
+    "BatchStatus",
+    "ProfileStatus",
+    "SubmitResult",
+    "TargetClient",
+    "profile_url",
+    "status_request_url",
+    "submit_url",
+    "token_allowed",
+]
+
+log = logging.getLogger(__name__)
+
+# A profile is capped at 64 KB by Target; JSON framing and timestamps add a
+# little. Anything far larger is not a profile.
+PROFILE_MAX_BYTES = 4 * 1024 * 1024
+# Error bodies are only read for a message excerpt.
+_ERROR_BODY_MAX = 64 * 1024
+_READ_CHUNK = 64 * 1024
+_SOCK_CONNECT_S = 30.0
+_SUBMIT_PATHS = {
+    "v1": "/m2/{client}/profile/batchUpdate",
+    "v2": "/m2/{client}/v2/profile/batchUpdate",
+}
+_FORM = "application/x-www-form-urlencoded"
+_SERVER_ERRORS = frozenset({408, 500, 502, 503, 504})
+_REJECTED = frozenset({400, 413})
+
+
+# --- pure decisions -------------------------------------------------------------
+
+
+def submit_url(settings: TargetSettings) -> URL:
+    """Where batches are POSTed, per API version."""
+    path = _SUBMIT_PATHS[settings.api].format(client=settings.client)
+    return URL(settings.base_url + path)
+
+
+def profile_url(settings: TargetSettings, profile_id: str, id_type: str = "thirdPartyId") -> URL:
+    """The fetch-one-profile URL; the id is percent-encoded as one path segment."""
+    if not profile_id:
+        raise ValueError("profile id must not be empty")
+    segment = quote(profile_id, safe="")
+    if id_type == "thirdPartyId":
+        path = f"/rest/v1/profiles/thirdPartyId/{segment}"
+    elif id_type == "pcId":
+        path = f"/rest/v1/profiles/{segment}"
+    else:
+        raise ValueError(f"id_type must be thirdPartyId or pcId, got {id_type!r}")
+    return URL(settings.base_url + path, encoded=True).with_query(client=settings.client)
+
+
+def status_request_url(settings: TargetSettings, url: str, *, details: bool = True) -> URL:
+    """Validate a server-provided status URL and add ``showDetails=true``.
+
+    The URL comes from the server, so it is checked like untrusted input:
+    only http(s), and plain http only to loopback or with ``allow_http``.
+    Other query parameters (``batchId``...) are kept.
+    """
+    try:
+        parsed = URL(url)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"status URL {excerpt(url, 120)!r} is not a valid URL") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ProtocolError(
+            f"status URL {excerpt(url, 120)!r} is not an absolute http(s) URL; refusing to call it"
+        )
+    if parsed.scheme == "http" and not (settings.allow_http or is_loopback_host(parsed.host)):
+        raise ProtocolError(
+            f"status URL {excerpt(url, 120)!r} uses plain http to a non-loopback host; "
+            "set target.allow_http = true to accept that"
+        )
+    return parsed.update_query(showDetails="true") if details else parsed
+
+
+def token_allowed(settings: TargetSettings, url: URL | str) -> bool:
+    """May the Bearer token be sent to ``url``'s host?
+
+    Yes for: the submit host itself; hosts under its parent domain when that
+    parent has at least three labels (``demo.tt.omtrdc.net`` -> any
+    ``*.tt.omtrdc.net``; the three-label floor keeps ``x.co.uk`` from
+    trusting all of ``co.uk``); any loopback host when the submit host is
+    loopback (the emulator names 127.0.0.2 for status); and hosts listed in
+    ``token_hosts`` (exact, or ``*.domain`` for its subdomains). No for every
+    other host a response may name. Ports are not part of the decision.
+    """
+    host = _norm_host(URL(url).host if isinstance(url, str) else url.host)
+    base = _norm_host(settings.host)
+    if not host or not base:
+        return False
+    if host == base or _listed(host, settings.token_hosts):
+        return True
+    if is_loopback_host(base):
+        return is_loopback_host(host)
+    parent = _parent_domain(base)
+    return parent is not None and host.endswith("." + parent)
+
+
+def _norm_host(host: str | None) -> str:
+    return (host or "").strip("[]").rstrip(".").lower()
+
+
+def _listed(host: str, patterns: tuple[str, ...]) -> bool:
+    for pattern in patterns:
+        pattern = _norm_host(pattern)
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]):
+                return True
+        elif pattern and host == pattern:
+            return True
+    return False
+
+
+def _parent_domain(host: str) -> str | None:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.split(".")
+        return ".".join(labels[1:]) if len(labels) >= 4 else None
+    return None  # an IP address has no parent domain
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def _raise_for_status(settings: TargetSettings, action: str, url: URL, reply: _Reply) -> None:
+    """Map a non-2xx answer onto the error tree (pure: the reply is already read)."""
+    status = reply.status
+    if 200 <= status < 300:
+        return
+    where = f"{action} {url.host}{url.path}"
+    detail = parse_error_message(reply.body) if reply.body else "(empty body)"
+    retry_header = reply.headers.get(hdrs.RETRY_AFTER)
+    if status == 429 or (status == 503 and retry_header is not None):
+        retry_after = parse_retry_after(retry_header)
+        raise ThrottledError(
+            f"{where}: HTTP {status} throttled "
+            f"(Retry-After: {excerpt(retry_header or 'none', 40)})",
+            status=status,
+            retry_after=retry_after,
+        )
+    if status in (401, 403):
+        has = "is set" if settings.token else "is not set"
+        raise AuthError(
+            f"{where}: HTTP {status}: the server refused the request; check the Bearer token in "
+            f"environment variable {settings.token_env} (it {has}): {detail}",
+            status=status,
+        )
+    if status == 404:
+        raise NotFoundError(
+            f"{where}: HTTP 404: check the client code ({settings.client!r}) and API version "
+            f"({settings.api}); for a status call the batch id may be unknown: {detail}"
+        )
+    if status in _SERVER_ERRORS or status >= 500:
+        raise ServerError(f"{where}: HTTP {status} server error: {detail}", status=status)
+    if status in _REJECTED or 400 <= status < 500:
+        raise BatchRejectedError(f"{where}: HTTP {status} rejected: {detail}", status=status)
+    if 300 <= status < 400:
+        location = excerpt(reply.headers.get(hdrs.LOCATION, "none"), 120)
+        raise ProtocolError(
+            f"{where}: unexpected HTTP {status} redirect to {location!r}; redirects are not "
+            "followed so the token never leaves the configured hosts"
+        )
+    raise ProtocolError(f"{where}: unexpected HTTP {status}: {detail}")
+
+
+@contextlib.contextmanager
+def _map_errors(
+    action: str, url: URL, *, token: str | None, outcome_unknown: bool
+) -> Iterator[None]:
+    """The one place aiohttp (and socket) exceptions become project errors.
+
+    ``outcome_unknown``: for a submit, anything going wrong once a connection
+    exists may come after the server took the batch, so it is an
+    ``OutcomeUnknownError`` (resend, count the duplicate). Failing to connect
+    never is. Every message leaving here is scrubbed of the token.
+    """
+    where = f"{action} {url.host}:{url.port}"
+    try:
+        try:
+            yield
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise TransportError(f"{where}: cannot connect: {_describe(exc)}") from exc
+        except aiohttp.InvalidURL as exc:
+            raise ProtocolError(f"{where}: invalid URL: {_describe(exc)}") from exc
+        except aiohttp.ClientResponseError as exc:  # not HTTP, or broken HTTP framing
+            if outcome_unknown:
+                raise OutcomeUnknownError(
+                    f"{where}: invalid HTTP response after sending; the batch may have been "
+                    f"accepted: {_describe(exc)}"
+                ) from exc
+            raise ProtocolError(f"{where}: invalid HTTP response: {_describe(exc)}") from exc
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            if outcome_unknown:
+                raise OutcomeUnknownError(
+                    f"{where}: connection lost after connecting; the batch may have been "
+                    f"accepted: {_describe(exc)}"
+                ) from exc
+            raise TransportError(f"{where}: connection failed: {_describe(exc)}") from exc
+    except UploaderError as exc:
+        _scrub(exc, token)
+        raise
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {excerpt(text)}" if text else type(exc).__name__
+
+
+def _scrub(exc: UploaderError, token: str | None) -> None:
+    # Defence in depth: a server echoing our Authorization header back in an
+    # error body must not put the token into logs or reports.
+    if token and token in exc.message:
+        exc.message = exc.message.replace(token, "[token]")
+        exc.args = (exc.message,)
+
+
+async def _read_capped(content: aiohttp.StreamReader, cap: int) -> tuple[bytes, bool]:
+    """Read at most ``cap + 1`` bytes; the flag says the body was larger than ``cap``."""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= cap:
+        chunk = await content.read(min(_READ_CHUNK, cap + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    body = b"".join(chunks)
+    return body[:cap], total > cap
+
+
+# --- the client -----------------------------------------------------------------
+
+
+class TargetClient:
+    """Async client of one Target client code; use as ``async with TargetClient(...)``.
+
+    ``connections`` bounds open connections across all hosts (submit and
+    status). ``timeout_s`` bounds each request end to end. ``resolver`` is an
+    optional aiohttp resolver (split-horizon DNS; tests map names to 127.x).
+    """
+
+    def __init__(
+        self,
+        settings: TargetSettings,
+        *,
+        connections: int = 16,
+        timeout_s: float = 300.0,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self._settings = settings
+        self._connections = connections
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout_s, sock_connect=min(_SOCK_CONNECT_S, timeout_s)
+        )
+        self._resolver = resolver
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> TargetClient:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session and its connections; safe to call twice."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._connections, resolver=self._resolver)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),  # no state carried between hosts
+                headers={hdrs.USER_AGENT: f"uploader/{__version__}"},
+            )
+        return self._session
+
+    async def submit(self, path: str | os.PathLike[str]) -> SubmitResult:
+        """POST one batch file, streamed from disk with an explicit Content-Length.
+
+        Raises ``BatchRejectedError`` on ``success=false`` and the error tree
+        otherwise; never retries.
+        """
+        url = submit_url(self._settings)
+        batch = Path(path)
+        try:
+            fh = await asyncio.to_thread(batch.open, "rb")
+        except OSError as exc:
+            raise InputError(f"{batch}: cannot read batch file: {exc.strerror}") from exc
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            headers: dict[str, str] = {
+                hdrs.CONTENT_TYPE: _FORM,
+                hdrs.CONTENT_LENGTH: str(size),
+                hdrs.ACCEPT: "application/xml, text/xml",
+            }
+            with self._errors("submit", url, outcome_unknown=True):
+                reply = await self._send("POST", url, headers, SUBMIT_MAX_BYTES, data=fh)
+                _raise_for_status(self._settings, "submit", url, reply)
+                result = parse_submit(reply.body)
+        finally:
+            await asyncio.to_thread(fh.close)
+        log.debug("submitted %s (%d bytes) as batch %s", batch.name, size, result.batch_id)
+        return result
+
+    async def status(self, url: str, *, details: bool = True) -> BatchStatus:
+        """GET a status URL returned by ``submit`` (with ``showDetails=true`` by default)."""
+        request_url = status_request_url(self._settings, url, details=details)
+        hint = request_url.query.get("batchId")
+        headers: dict[str, str] = {hdrs.ACCEPT: "application/xml, text/xml"}
+        with self._errors("status", request_url, outcome_unknown=False):
+            reply = await self._send("GET", request_url, headers, STATUS_MAX_BYTES)
+            _raise_for_status(self._settings, "status", request_url, reply)
+            return parse_status(reply.body, batch_id_hint=hint)
+
+    async def fetch_profile(
+        self, profile_id: str, *, id_type: str = "thirdPartyId"
+    ) -> dict[str, Any] | None:
+        """The stored profile as JSON, or ``None`` when the server has no such id (404)."""
+        url = profile_url(self._settings, profile_id, id_type)
+        with self._errors("fetch profile", url, outcome_unknown=False):
+            headers: dict[str, str] = {hdrs.ACCEPT: "application/json"}
+            reply = await self._send("GET", url, headers, PROFILE_MAX_BYTES)
+            if reply.status == 404:
+                return None
+            _raise_for_status(self._settings, "fetch profile", url, reply)
+            try:
+                data = json.loads(reply.body)
+            except ValueError as exc:
+                raise ProtocolError(
+                    f"fetch profile: answer is not JSON; body starts: {excerpt(reply.body)!r}"
+                ) from exc
+        if not isinstance(data, dict):
+            raise ProtocolError(
+                f"fetch profile: answer is not a JSON object: {excerpt(reply.body)!r}"
+            )
+        return data
+
+    def _errors(
+        self, action: str, url: URL, *, outcome_unknown: bool
+    ) -> contextlib.AbstractContextManager[None]:
+        return _map_errors(action, url, token=self._settings.token, outcome_unknown=outcome_unknown)
+
+    async def _send(
+        self,
+        method: str,
+        url: URL,
+        headers: dict[str, str],
+        cap: int,
+        *,
+        data: IO[bytes] | None = None,
+    ) -> _Reply:
+        """One request; the body of a 2xx answer over ``cap`` is a ``ProtocolError``."""
+        token = self._settings.token
+        if token and token_allowed(self._settings, url):
+            headers = {**headers, hdrs.AUTHORIZATION: f"Bearer {token}"}
+        session = self._open()
+        async with session.request(
+            method, url, data=data, headers=headers, allow_redirects=False
+        ) as resp:
+            ok = 200 <= resp.status < 300
+            body, over = await _read_capped(resp.content, cap if ok else _ERROR_BODY_MAX)
+            if over and ok:
+                raise ProtocolError(
+                    f"{method} {url.host}{url.path}: answer larger than {cap} bytes; refusing it"
+                )
+            log.debug("%s %s%s -> HTTP %d", method, url.host, url.path, resp.status)
+            return _Reply(resp.status, resp.headers, body)
