@@ -1,0 +1,442 @@
+"""The end of the flow: where every row ended, as report.json, JUnit XML, failed.csv and text.
+
+The accounting is pure (:func:`account_rows`, :func:`build_report`) so its
+invariants can be property-tested: ``read = rejected + submitted`` once the
+input was read to the end, and ``submitted = successful + failed + not_found
++ pending`` always. Server counts are never trusted blindly: Adobe may drop a
+few rows of a large batch (then the unexplained rows are counted failed and
+noted) or count a row twice (then each row is still counted once).
+
+The writers are thin: every file holds personal data, so each is created
+owner-only and replaced atomically, and a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from uploader.journal import BatchRecord
+from uploader.states import BatchState
+
+__all__ = [
+    "EXIT_CODES",
+    "RowCounts",
+    "account_rows",
+    "build_report",
+    "exit_code",
+    "render_summary",
+    "write_failed_csv",
+    "write_junit",
+    "write_report",
+]
+
+# report["status"] -> exit code of `run` and `submit` (SPEC section 3).
+EXIT_CODES = {"complete": 0, "partial": 1, "error": 2, "incomplete": 3}
+
+_REQUESTS = ("submits", "retries", "throttled", "status_polls")
+
+
+@dataclass
+class RowCounts:
+    """Where the rows ended; the last two fields explain server counts we corrected."""
+
+    read: int
+    rejected: int
+    submitted: int
+    successful: int
+    failed: int
+    not_found: int
+    pending: int
+    unaccounted: int = 0  # server counts short of the batch: counted failed (ids unknown)
+    overcounted: int = 0  # server counts above the batch (duplicates): ignored
+
+
+def account_rows(batches: Sequence[BatchRecord], *, rows_read: int, rejected: int) -> RowCounts:
+    """Put every submitted row in exactly one bucket.
+
+    Rows of stuck batches count as failed: the server says they were not
+    applied (SPEC section 2). A stuck batch that is resent moves back to
+    pending, so a later report counts it again from scratch.
+    """
+    c = RowCounts(rows_read, rejected, 0, 0, 0, 0, 0)
+    for b in batches:
+        c.submitted += b.rows
+        if b.state is BatchState.COMPLETE:
+            ok, bad, nf, short, over = _complete_counts(b)
+            c.successful += ok
+            c.failed += bad
+            c.not_found += nf
+            c.unaccounted += short
+            c.overcounted += over
+        elif b.state in (BatchState.FAILED, BatchState.STUCK):
+            c.failed += b.rows
+        else:
+            c.pending += b.rows
+    return c
+
+
+def _complete_counts(b: BatchRecord) -> tuple[int, int, int, int, int]:
+    """(successful, failed, not_found, unaccounted, overcounted) of a complete batch."""
+    failed = min(max(b.failed or 0, 0), b.rows)
+    not_found = min(max(b.not_found or 0, 0), b.rows - failed)
+    rest = b.rows - failed - not_found
+    if b.successful is None:  # no counts (or no successfulUpdates): the server said complete
+        return rest, failed, not_found, 0, 0
+    reported = b.successful + (b.failed or 0) + (b.not_found or 0)
+    if reported > b.rows:
+        return rest, failed, not_found, 0, reported - b.rows
+    short = b.rows - reported
+    return b.successful, failed + short, not_found, short, 0
+
+
+def _status(rows: RowCounts, *, stuck: int, chunking_done: bool, interrupted: bool) -> str:
+    if interrupted or not chunking_done or rows.pending:
+        return "incomplete"
+    if rows.rejected or rows.failed or stuck:
+        return "partial"
+    return "complete"
+
+
+def build_report(
+    *,
+    job_id: str,
+    batches: Sequence[BatchRecord],
+    counters: Mapping[str, int],
+    rows_read: int,
+    rejected_by_reason: Mapping[str, int],
+    chunking_done: bool,
+    elapsed_s: float,
+    outputs: Mapping[str, str | None],
+    interrupted: bool,
+    error: str | None = None,
+    settings_summary: Mapping[str, Any] | None = None,
+    finished_at: float | None = None,
+) -> dict[str, Any]:
+    """The report.json document (SPEC section 4 keys first, then extras)."""
+    rejected = sum(rejected_by_reason.values())
+    rows = account_rows(batches, rows_read=rows_read, rejected=rejected)
+    stuck = sum(1 for b in batches if b.state is BatchState.STUCK)
+    status = (
+        "error"
+        if error is not None
+        else _status(rows, stuck=stuck, chunking_done=chunking_done, interrupted=interrupted)
+    )
+    finished = datetime.now(UTC).timestamp() if finished_at is None else finished_at
+    settings = _without_secrets(dict(settings_summary or {}))
+    report: dict[str, Any] = {
+        "job_id": job_id,
+        "status": status,
+        "rows": {k: v for k, v in asdict(rows).items() if k not in ("unaccounted", "overcounted")},
+        "batches": {
+            "total": len(batches),
+            "complete": sum(1 for b in batches if b.state is BatchState.COMPLETE),
+            "incomplete": sum(1 for b in batches if not b.is_final),
+            "stuck": stuck,
+            "failed": sum(1 for b in batches if b.state is BatchState.FAILED),
+            "resubmitted": sum(max(b.submits - 1, 0) for b in batches),
+        },
+        "requests": {
+            **{k: int(counters.get(k, 0)) for k in _REQUESTS},
+            **{k: int(v) for k, v in sorted(counters.items()) if k not in _REQUESTS},
+        },
+        # Bytes that went on the wire: each attempt sends the whole batch again.
+        "bytes_submitted": sum(b.bytes * b.attempts for b in batches),
+        "elapsed_s": round(elapsed_s, 3),
+        "rows_per_s": round(rows.submitted / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+        "outputs": {"rejects": None, "failed_rows": None, "journal": None, **outputs},
+        "exit_code": EXIT_CODES[status],
+        "error": error,
+        "interrupted": interrupted,
+        "chunking_done": chunking_done,
+        "rejected_by_reason": dict(sorted(rejected_by_reason.items())),
+        "errors": [_batch_error(b) for b in batches if b.state in _FAILED_STATES],
+        "duplicates": _duplicates(batches, rows),
+        "warnings": _warnings(rows, batches, chunking_done=chunking_done),
+        "started_at": _iso(finished - elapsed_s),
+        "finished_at": _iso(finished),
+        "client": settings.get("client"),
+        "api": settings.get("api"),
+        "settings": settings,
+    }
+    return report
+
+
+_FAILED_STATES = (BatchState.FAILED, BatchState.STUCK)
+
+
+def _batch_error(b: BatchRecord) -> dict[str, Any]:
+    default = "stuck on the server" if b.state is BatchState.STUCK else "failed"
+    return {
+        "seq": b.seq,
+        "file": b.file,
+        "state": b.state.value,
+        "rows": b.rows,
+        "lines": [b.first_line, b.last_line],
+        "batch_id": b.batch_id,
+        "error": b.last_error or default,
+    }
+
+
+def _duplicates(batches: Sequence[BatchRecord], rows: RowCounts) -> dict[str, int]:
+    """At-least-once made visible: what may have been applied more than once."""
+    maybe = [b for b in batches if b.submits > 1 or b.outcome_unknown > 0]
+    return {
+        "resent_batches": len(maybe),
+        "outcome_unknown_attempts": sum(b.outcome_unknown for b in batches),
+        "possible_duplicate_rows": sum(b.rows for b in maybe),
+        "server_overcounted_rows": rows.overcounted,
+        "server_unaccounted_rows": rows.unaccounted,
+    }
+
+
+def _warnings(rows: RowCounts, batches: Sequence[BatchRecord], *, chunking_done: bool) -> list[str]:
+    """Inconsistencies worth a human look; none of them changes the counts."""
+    out = []
+    if chunking_done and rows.read != rows.rejected + rows.submitted:
+        out.append(
+            f"rows read ({rows.read}) != rejected ({rows.rejected}) + submitted "
+            f"({rows.submitted}): the journal and the input disagree"
+        )
+    for b in batches:
+        if b.state is BatchState.COMPLETE and b.batch_size is not None and b.batch_size != b.rows:
+            out.append(f"batch {b.seq}: server counted {b.batch_size} rows, we sent {b.rows}")
+    if rows.unaccounted:
+        out.append(f"{rows.unaccounted} rows missing from the server's counts: counted failed")
+    return out
+
+
+def _without_secrets(value: Any) -> Any:
+    """Drop any ``token`` key: the token is never written to a report (SPEC section 6)."""
+    if isinstance(value, Mapping):
+        return {k: _without_secrets(v) for k, v in value.items() if str(k).lower() != "token"}
+    return value
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def exit_code(report: Mapping[str, Any]) -> int:
+    """The process exit code for a report: 0, 1, 3, or 2 for errors and unknown statuses."""
+    return EXIT_CODES.get(str(report.get("status")), 2)
+
+
+# -- writers ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _private_file(path: Path, *, newline: str | None = None) -> Iterator[IO[str]]:
+    """A text file written to a temp name and moved into place; owner-only.
+
+    The temp file is made by ``mkstemp`` (mode 0o600) in the target's directory
+    so the final ``os.replace`` is atomic; on error it is removed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_report(path: Path, report: Mapping[str, Any]) -> None:
+    """Write report.json atomically, owner-only."""
+    with _private_file(Path(path)) as f:
+        json.dump(report, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def write_junit(path: Path, batches: Sequence[BatchRecord], report: Mapping[str, Any]) -> None:
+    """One testcase per batch for CI dashboards.
+
+    A failed or stuck batch, and a complete batch whose server counted failed
+    rows, is a ``failure``; a batch not final yet is ``skipped``.
+    """
+    job = str(report.get("job_id", "uploader"))
+    suite = ET.Element("testsuite", name="uploader", timestamp=str(report.get("finished_at", "")))
+    failures = skipped = 0
+    total_time = 0.0
+    for b in batches:
+        elapsed = _elapsed(b)
+        total_time += elapsed
+        case = ET.SubElement(
+            suite, "testcase", name=Path(b.file).name, classname=job, time=f"{elapsed:.3f}"
+        )
+        problem = _junit_problem(b)
+        if problem is not None:
+            kind, message = problem
+            failures += 1
+            node = ET.SubElement(case, "failure", message=message, type=kind)
+            node.text = _batch_detail(b)
+        elif not b.is_final:
+            skipped += 1
+            ET.SubElement(case, "skipped", message=f"not final yet ({b.state.value})")
+        ET.SubElement(case, "system-out").text = _batch_detail(b)
+    suite.set("tests", str(len(batches)))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    suite.set("skipped", str(skipped))
+    suite.set("time", f"{total_time:.3f}")
+    ET.SubElement(suite, "system-out").text = render_summary(report)
+    root = ET.Element("testsuites", name="uploader")
+    root.append(suite)
+    ET.indent(root)
+    with _private_file(Path(path)) as f:
+        f.write('<?xml version="1.0" encoding="UTF-8"?>\n')
+        f.write(ET.tostring(root, encoding="unicode"))
+        f.write("\n")
+
+
+def _junit_problem(b: BatchRecord) -> tuple[str, str] | None:
+    if b.state is BatchState.FAILED:
+        return "failed", b.last_error or "failed"
+    if b.state is BatchState.STUCK:
+        return "stuck", f"stuck on the server (batch id {b.batch_id})"
+    if b.state is BatchState.COMPLETE:
+        _, failed, _, _, _ = _complete_counts(b)
+        if failed:
+            return "rows_failed", f"{failed} of {b.rows} rows failed"
+    return None
+
+
+def _elapsed(b: BatchRecord) -> float:
+    if b.final_at is None or b.submitted_at is None:
+        return 0.0
+    return max(b.final_at - b.submitted_at, 0.0)
+
+
+def _batch_detail(b: BatchRecord) -> str:
+    return (
+        f"seq {b.seq}, input lines {b.first_line}-{b.last_line}, {b.rows} rows, {b.bytes} bytes, "
+        f"state {b.state.value}, batch id {b.batch_id}, attempts {b.attempts}, "
+        f"submits {b.submits}, successful {b.successful}, failed {b.failed}, "
+        f"not found {b.not_found}"
+    )
+
+
+def write_failed_csv(
+    path: Path,
+    batches: Sequence[BatchRecord],
+    profile_errors: Sequence[tuple[int, str, str, str | None]],
+    read_rows: Callable[[str], Iterator[list[str]]],
+    header_names: Sequence[str],
+    *,
+    delimiter: str = ",",
+) -> int:
+    """Write the rows to send again, in the input's layout; return how many.
+
+    Whole batches that failed or got stuck, plus rows of complete batches
+    that the server listed with status ``error``. The file exists only when
+    it holds a row, so a stale one from an earlier run never misleads.
+    """
+    path = Path(path)
+    errors: dict[int, set[str]] = {}
+    for seq, pid, status, _ in profile_errors:
+        if status == "error":
+            errors.setdefault(seq, set()).add(pid)
+    width = len(header_names)
+    count = 0
+    with _private_file(path, newline="") as f:
+        writer = csv.writer(f, delimiter=delimiter)
+        writer.writerow(header_names)
+        for b in batches:
+            whole = b.state in _FAILED_STATES
+            ids = errors.get(b.seq) if b.state is BatchState.COMPLETE else None
+            if not whole and not ids:
+                continue
+            rows = read_rows(b.file)
+            next(rows, None)  # the batch's own header line
+            for row in rows:
+                if whole or (row and ids and row[0] in ids):
+                    writer.writerow(row + [""] * (width - len(row)))
+                    count += 1
+    if count == 0:
+        path.unlink(missing_ok=True)
+    return count
+
+
+# -- human summary ------------------------------------------------------------------------
+
+
+def render_summary(report: Mapping[str, Any]) -> str:
+    """A one-screen plain-text summary for the end of a run."""
+    rows, batches, requests = report["rows"], report["batches"], report["requests"]
+    status = str(report["status"])
+    lines = [
+        f"uploader job {report['job_id']}: {status.upper()} (exit {exit_code(report)})",
+        _line("rows", rows, ("read", "rejected", "submitted")),
+        _line("", rows, ("successful", "failed", "not_found", "pending")),
+        _line("batches", batches, tuple(batches)),
+        _line("requests", requests, _REQUESTS),
+        f"{'sent':<10}{_human_bytes(report['bytes_submitted'])} in "
+        f"{_human_duration(report['elapsed_s'])}, {report['rows_per_s']:,.1f} rows/s",
+    ]
+    outputs = [(k, v) for k, v in report.get("outputs", {}).items() if v]
+    for i, (name, value) in enumerate(outputs):
+        lines.append(f"{'outputs' if i == 0 else '':<10}{name:<13}{value}")
+    dup = report.get("duplicates", {})
+    if dup.get("possible_duplicate_rows"):
+        lines.append(
+            f"{'note':<10}{dup['possible_duplicate_rows']:,} rows were sent more than once "
+            "(at-least-once delivery)"
+        )
+    if dup.get("server_unaccounted_rows"):
+        lines.append(
+            f"{'note':<10}{dup['server_unaccounted_rows']:,} rows missing from the server's "
+            "counts are counted failed"
+        )
+    hint = _hint(report)
+    if hint:
+        lines.append(f"{'hint':<10}{hint}")
+    return "\n".join(lines)
+
+
+def _line(label: str, values: Mapping[str, Any], keys: Sequence[str]) -> str:
+    cells = "  ".join(f"{k.replace('_', ' ')} {int(values.get(k, 0)):,}" for k in keys)
+    return f"{label:<10}{cells}"
+
+
+def _hint(report: Mapping[str, Any]) -> str:
+    status = report["status"]
+    if status == "error":
+        return f"error: {report.get('error')}"
+    if status == "incomplete":
+        return "not finished: re-run the same command to continue"
+    if status == "partial":
+        outputs = report.get("outputs", {})
+        files = [str(outputs[k]) for k in ("rejects", "failed_rows") if outputs.get(k)]
+        where = " / ".join(files) or "rejects.csv / failed.csv"
+        return f"see {where}; feed failed.csv back with `uploader run`"
+    return ""
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _human_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
