@@ -1,0 +1,100 @@
+"""Configuration of the emulator: the fault switches, validated once.
+
+``EmulatorConfig`` is what tests, the demo and the benchmarks build directly;
+``add_arguments`` / ``config_from_args`` give the ``uploader emulator``
+command the same switches as flags, so the CLI only wires them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+
+from uploader.errors import ConfigError
+
+__all__ = ["EmulatorConfig", "add_arguments", "config_from_args", "parse_latency"]
+
+
+def _check_rate(name: str, value: float) -> None:
+    if not (0.0 <= value <= 1.0):
+        raise ConfigError(f"emulator: {name} must be between 0 and 1, got {value}")
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """How the emulated Target behaves. Defaults: a fast, fault-free server."""
+
+    apply_rate: float = 50_000.0  # rows applied per second by the background applier
+    latency_ms: tuple[float, float] = (0.0, 0.0)  # uniform random delay added to every submit
+    max_inflight: int | None = None  # more submits in flight than this -> HTTP 429
+    error_rate: float = 0.0  # share of submits answered HTTP 503 (batch not accepted)
+    drop_rate: float = 0.0  # share of accepted submits whose connection is closed unanswered
+    stuck_rate: float = 0.0  # share of accepted batches that end `stuck`, never applied
+    status_error_rate: float = 0.0  # share of status calls answered HTTP 500
+    token: str | None = None  # when set, submit/status/fetch need `Authorization: Bearer TOKEN`
+    seed: int | None = 0  # one random.Random(seed) drives every fault: runs repeat
+    retry_after_s: float = 1.0  # the Retry-After of a 429
+    status_host: str = "127.0.0.2"  # host name of the returned status URLs (another "edge")
+
+    def __post_init__(self) -> None:
+        if not (self.apply_rate > 0 and math.isfinite(self.apply_rate)):
+            raise ConfigError(f"emulator: apply_rate must be > 0, got {self.apply_rate}")
+        low, high = self.latency_ms
+        if not (0.0 <= low <= high and math.isfinite(high)):
+            raise ConfigError(f"emulator: latency_ms must be 0 <= A <= B, got {self.latency_ms}")
+        if self.max_inflight is not None and self.max_inflight < 1:
+            raise ConfigError(f"emulator: max_inflight must be >= 1, got {self.max_inflight}")
+        for name in ("error_rate", "drop_rate", "stuck_rate", "status_error_rate"):
+            _check_rate(name, getattr(self, name))
+        if self.token is not None and (not self.token or any(c.isspace() for c in self.token)):
+            raise ConfigError("emulator: token must be non-empty without whitespace")
+        if not (self.retry_after_s >= 0 and math.isfinite(self.retry_after_s)):
+            raise ConfigError(f"emulator: retry_after_s must be >= 0, got {self.retry_after_s}")
+        if not self.status_host or "/" in self.status_host or ":" in self.status_host:
+            raise ConfigError(f"emulator: bad status_host {self.status_host!r}")
+
+
+def parse_latency(text: str) -> tuple[float, float]:
+    """``"A-B"`` or ``"A"`` (milliseconds) -> ``(A, B)``."""
+    low, sep, high = text.partition("-")
+    try:
+        pair = (float(low), float(high if sep else low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected A-B milliseconds, got {text!r}") from None
+    return pair
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``uploader emulator`` (values are checked by EmulatorConfig)."""
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    add("--port", type=int, default=0, help="port; 0 = any free port (printed on start)")
+    add("--status-host", default="127.0.0.2", help="host name of returned status URLs")
+    add("--apply-rate", type=float, default=50_000.0, help="rows applied per second")
+    add("--latency-ms", type=parse_latency, default=(0.0, 0.0), metavar="A-B")
+    add("--max-inflight", type=int, default=None, metavar="N", help="429 above N submits")
+    add("--retry-after", type=float, default=1.0, metavar="S", help="Retry-After of a 429")
+    add("--error-rate", type=float, default=0.0, metavar="P", help="share of submits -> 503")
+    add("--drop-rate", type=float, default=0.0, metavar="P", help="accepted, then dropped")
+    add("--stuck-rate", type=float, default=0.0, metavar="P", help="accepted batches -> stuck")
+    add("--status-error-rate", type=float, default=0.0, metavar="P", help="status -> 500")
+    add("--token", default=None, help="require Authorization: Bearer TOKEN")
+    add("--seed", type=int, default=0, help="seed of the fault generator")
+
+
+def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
+    """Build the config from parsed flags (raises ConfigError on bad values)."""
+    return EmulatorConfig(
+        apply_rate=ns.apply_rate,
+        latency_ms=(float(ns.latency_ms[0]), float(ns.latency_ms[1])),
+        max_inflight=ns.max_inflight,
+        error_rate=ns.error_rate,
+        drop_rate=ns.drop_rate,
+        stuck_rate=ns.stuck_rate,
+        status_error_rate=ns.status_error_rate,
+        token=ns.token,
+        seed=ns.seed,
+        retry_after_s=ns.retry_after,
+        status_host=ns.status_host,
+    )
