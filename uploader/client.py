@@ -260,10 +260,10 @@ def _map_errors(
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             if outcome_unknown:
                 raise OutcomeUnknownError(
-                    f"{where}: connection lost after connecting; the batch may have been "
+                    f"{where}: no complete answer after connecting; the batch may have been "
                     f"accepted: {_describe(exc)}"
                 ) from exc
-            raise TransportError(f"{where}: connection failed: {_describe(exc)}") from exc
+            raise TransportError(f"{where}: no complete answer: {_describe(exc)}") from exc
     except UploaderError as exc:
         _scrub(exc, token)
         raise
