@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
@@ -23,6 +24,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from uploader.client import (
+    BatchStatus,
+    ProfileStatus,
     TargetClient,
     _raise_for_status,
     _Reply,
@@ -31,6 +34,7 @@ from uploader.client import (
     submit_url,
     token_allowed,
 )
+from uploader.emulator import Emulator
 from uploader.errors import (
     AuthError,
     BatchRejectedError,
@@ -577,3 +581,209 @@ async def test_close_is_idempotent_and_client_reopens() -> None:
     async with client:
         pass
     await client.close()
+
+
+# --- against the emulator -----------------------------------------------------------
+
+Factory = Callable[..., Awaitable[Emulator]]
+
+
+def body_of(header: list[str], rows: list[list[str]]) -> bytes:
+    """A batch body with every name and value percent-encoded (SPEC section 1)."""
+    lines = [",".join(quote(v, safe="") for v in line) for line in [header, *rows]]
+    return ("batch=" + "\n".join(lines) + "\n").encode()
+
+
+def write_batch(tmp_path: Path, header: list[str], rows: list[list[str]], name: str) -> Path:
+    path = tmp_path / name
+    path.write_bytes(body_of(header, rows))
+    return path
+
+
+async def test_round_trip_to_complete_with_exact_counts(emulator: Emulator, tmp_path: Path) -> None:
+    rows = [["C1", "gold", "1200.50"], ["C2", "", "87.10"], ["C3", "silver"]]
+    path = write_batch(tmp_path, ["thirdPartyId", "loyaltyTier", "lifetimeValue"], rows, "b1")
+    async with TargetClient(target(emulator.base_url)) as client:
+        submitted = await client.submit(path)
+        await emulator.wait_applied()
+        status = await client.status(submitted.status_url)
+        brief = await client.status(submitted.status_url, details=False)
+    assert submitted.message == "Batch submitted for processing"
+    assert URL(submitted.status_url).host == "127.0.0.2"
+    assert URL(submitted.status_url).query["batchId"] == submitted.batch_id
+    assert status == BatchStatus(
+        batch_id=submitted.batch_id,
+        status=RemoteStatus.COMPLETE,
+        batch_size=3,
+        consumed=3,
+        successful=3,
+        not_found=0,
+        failed=0,
+        profiles=(),
+    )
+    assert brief == BatchStatus(submitted.batch_id, RemoteStatus.COMPLETE, 3)
+    assert emulator.stats()["batches_accepted"] == 1
+    assert emulator.stats()["status_calls"] == 2
+
+
+async def test_v2_lists_failed_rows_per_profile(emulator: Emulator, tmp_path: Path) -> None:
+    rows = [["C1", "a"], ["bad+id", "b"], ["C3", "c"]]
+    path = write_batch(tmp_path, ["thirdPartyId", "tier"], rows, "b1")
+    async with TargetClient(target(emulator.base_url)) as client:
+        submitted = await client.submit(path)
+        await emulator.wait_applied()
+        status = await client.status(submitted.status_url)
+    assert (status.successful, status.failed) == (2, 1)
+    assert status.profiles == (
+        ProfileStatus("bad+id", "error", "thirdPartyId must not contain + or /"),
+    )
+
+
+async def test_v1_does_not_create_profiles(emulator_factory: Factory, tmp_path: Path) -> None:
+    emulator = await emulator_factory()
+    header = ["thirdPartyId", "tier"]
+    first = write_batch(tmp_path, header, [["C1", "gold"]], "v2")
+    second = write_batch(tmp_path, header, [["C1", "silver"], ["C9", "bronze"]], "v1")
+    async with TargetClient(target(emulator.base_url, api="v2")) as v2:
+        await v2.submit(first)
+    await emulator.wait_applied()
+    async with TargetClient(target(emulator.base_url, api="v1")) as v1:
+        submitted = await v1.submit(second)
+        await emulator.wait_applied()
+        status = await v1.status(submitted.status_url)
+        assert await v1.fetch_profile("C9") is None
+        profile = await v1.fetch_profile("C1")
+    assert emulator.store.batches[submitted.batch_id].api == "v1"
+    assert (status.batch_size, status.successful, status.not_found, status.failed) == (2, 1, 1, 0)
+    assert profile is not None
+    assert profile["profileAttributes"]["tier"]["value"] == "silver"
+
+
+HARD_VALUES = [
+    "a,b",
+    'say "hi"',
+    "line1\nline2\r\nline3",
+    "100% & more",
+    "a+b=c",
+    "Zoë Ünïcødé 日本",
+    "🎉🚀",
+    "  spaced  ",
+    "semi;colon/slash?q#frag",
+]
+
+
+async def test_fetch_profile_exact_values_after_round_trip(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    names = [f"attr{i}" for i in range(len(HARD_VALUES))]
+    path = write_batch(tmp_path, ["thirdPartyId", *names], [["Cé 1", *HARD_VALUES]], "b1")
+    async with TargetClient(target(emulator.base_url)) as client:
+        await client.submit(path)
+        await emulator.wait_applied()
+        profile = await client.fetch_profile("Cé 1")
+        assert profile is not None
+        by_pc = await client.fetch_profile(profile["mboxPC"], id_type="pcId")
+    assert profile["thirdPartyId"] == "Cé 1"
+    assert profile["client"] == "demo"
+    values = {name: attr["value"] for name, attr in profile["profileAttributes"].items()}
+    assert values == dict(zip(names, HARD_VALUES, strict=True))
+    assert by_pc == profile
+    assert profile == emulator.profile("demo", "thirdPartyId", "Cé 1")
+
+
+async def test_rejected_batch_is_batch_rejected_error(emulator: Emulator, tmp_path: Path) -> None:
+    path = tmp_path / "raw-percent"
+    path.write_bytes(b"batch=thirdPartyId,tier\nC1,100%\n")  # a raw % rejects the batch
+    async with TargetClient(target(emulator.base_url)) as client:
+        with pytest.raises(BatchRejectedError, match="Unexpected error") as info:
+            await client.submit(path)
+    assert info.value.status == 200
+    assert emulator.stats()["batches_rejected"] == 1
+
+
+async def test_unknown_batch_id_is_not_found(emulator: Emulator) -> None:
+    url = f"http://127.0.0.2:{emulator.port}/m2/demo/profile/batchStatus?batchId=nope"
+    async with TargetClient(target(emulator.base_url)) as client:
+        with pytest.raises(NotFoundError, match="HTTP 404"):
+            await client.status(url)
+
+
+async def test_max_inflight_gives_throttled_with_retry_after(
+    emulator_factory: Factory, batch_file: Path
+) -> None:
+    emulator = await emulator_factory(max_inflight=1, latency_ms=(300, 300), retry_after_s=2.5)
+    async with TargetClient(target(emulator.base_url)) as client:
+        results = await asyncio.gather(
+            client.submit(batch_file), client.submit(batch_file), return_exceptions=True
+        )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1
+    [error] = errors
+    assert isinstance(error, ThrottledError)
+    assert (error.status, error.retry_after) == (429, 2.5)
+    assert emulator.stats()["throttled"] == 1
+
+
+async def test_error_rate_gives_server_error_503(
+    emulator_factory: Factory, batch_file: Path
+) -> None:
+    # The emulator answers its injected 503 without Retry-After: a plain ServerError.
+    emulator = await emulator_factory(error_rate=1.0)
+    async with TargetClient(target(emulator.base_url)) as client:
+        with pytest.raises(ServerError) as info:
+            await client.submit(batch_file)
+    assert type(info.value) is ServerError
+    assert info.value.status == 503
+    assert emulator.stats()["batches_accepted"] == 0
+
+
+async def test_drop_rate_gives_outcome_unknown(emulator_factory: Factory, batch_file: Path) -> None:
+    emulator = await emulator_factory(drop_rate=1.0)
+    async with TargetClient(target(emulator.base_url)) as client:
+        with pytest.raises(OutcomeUnknownError, match="may have been accepted"):
+            await client.submit(batch_file)
+    stats = emulator.stats()
+    assert (stats["batches_accepted"], stats["dropped"]) == (1, 1)
+
+
+async def test_status_error_rate_gives_server_error_500(
+    emulator_factory: Factory, batch_file: Path
+) -> None:
+    emulator = await emulator_factory(status_error_rate=1.0)
+    async with TargetClient(target(emulator.base_url)) as client:
+        submitted = await client.submit(batch_file)
+        with pytest.raises(ServerError) as info:
+            await client.status(submitted.status_url)
+    assert info.value.status == 500
+
+
+async def test_stuck_batch_reports_stuck(emulator_factory: Factory, batch_file: Path) -> None:
+    emulator = await emulator_factory(stuck_rate=1.0)
+    async with TargetClient(target(emulator.base_url)) as client:
+        submitted = await client.submit(batch_file)
+        status = await client.status(submitted.status_url)
+    assert status.status is RemoteStatus.STUCK
+    assert (status.batch_size, status.consumed, status.successful) == (2, 0, 0)
+
+
+async def test_token_required(emulator_factory: Factory, batch_file: Path) -> None:
+    emulator = await emulator_factory(token=TOKEN)
+    async with TargetClient(target(emulator.base_url)) as anonymous:
+        with pytest.raises(AuthError) as info:
+            await anonymous.submit(batch_file)
+    assert info.value.status == 401
+    assert "TARGET_PROFILE_TOKEN" in str(info.value)
+    async with TargetClient(target(emulator.base_url, token="wrong-token")) as wrong:
+        with pytest.raises(AuthError) as info:
+            await wrong.submit(batch_file)
+    assert "wrong-token" not in str(info.value)
+    # With the token, status (on 127.0.0.2) and fetch work too: the token went there.
+    async with TargetClient(target(emulator.base_url, token=TOKEN)) as client:
+        submitted = await client.submit(batch_file)
+        await emulator.wait_applied()
+        status = await client.status(submitted.status_url)
+        profile = await client.fetch_profile("C1")
+    assert URL(submitted.status_url).host == "127.0.0.2"
+    assert status.status is RemoteStatus.COMPLETE
+    assert profile is not None
+    assert emulator.stats()["unauthorized"] == 2
