@@ -53,8 +53,6 @@ _IDENTITY_KEYS = ("input", "target")
 # Moves that states.py does not list but the journal needs: a stuck batch is
 # put back in the queue (WRITTEN) before it is sent again, so that a crash
 # between "requeued" and "submit begun" resumes it like any unsent batch.
-# TODO(states.py owner): add STUCK -> WRITTEN to states._NEXT and drop this.
-_EXTRA_TRANSITIONS = frozenset({(BatchState.STUCK, BatchState.WRITTEN)})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -465,7 +463,7 @@ class Journal:
     ) -> None:
         with self._write():
             current = self._require(seq)
-            legal = can_transition(current, new) or (current, new) in _EXTRA_TRANSITIONS
+            legal = can_transition(current, new)
             if not legal or (allowed_from is not None and current not in allowed_from):
                 raise JournalError(f"batch {seq}: refusing to move from {current} to {new}")
             self._db.execute(

@@ -68,7 +68,8 @@ _NEXT: dict[BatchState, frozenset[BatchState]] = {
     BatchState.ACCEPTED: frozenset(
         {BatchState.ACCEPTED, BatchState.COMPLETE, BatchState.STUCK, BatchState.FAILED}
     ),
-    BatchState.STUCK: frozenset({BatchState.SUBMITTING, BatchState.FAILED}),
+    # stuck -> written: the batch is queued to be sent again (status.resubmit_stuck)
+    BatchState.STUCK: frozenset({BatchState.WRITTEN, BatchState.FAILED}),
     BatchState.COMPLETE: frozenset(),
     BatchState.FAILED: frozenset(),
 }

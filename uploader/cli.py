@@ -1,0 +1,329 @@
+"""The ``uploader`` command line: argument parsing and exit codes, nothing else.
+
+Flags are turned into dotted config keys and handed to ``load_settings`` so
+a TOML file and the command line speak one vocabulary (flags win). Every
+error a user can cause ends as one line on stderr and the documented exit
+code; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from uploader import __version__
+from uploader.errors import ConfigError, UploaderError
+from uploader.settings import Settings, load_settings
+
+__all__ = ["build_parser", "main"]
+
+T = TypeVar("T")
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+
+# flag dest -> config key
+_TARGET_FLAGS = {
+    "client": "target.client",
+    "base_url": "target.base_url",
+    "api": "target.api",
+    "token_env": "target.token_env",
+    "allow_http": "target.allow_http",
+}
+_INPUT_FLAGS = {
+    "id_column": "input.id_column",
+    "id_type": "input.id_type",
+    "delimiter": "input.delimiter",
+    "encoding": "input.encoding",
+    "max_batch_rows": "batch.max_rows",
+    "max_batch_bytes": "batch.max_bytes",
+}
+_RUN_FLAGS = {
+    "concurrency": "submit.concurrency",
+    "max_attempts": "submit.max_attempts",
+    "wait": "status.wait",
+    "status_timeout": "status.timeout_s",
+    "work_dir": "run.work_dir",
+    "fresh": "run.fresh",
+    "report": "run.report",
+    "junit": "run.junit",
+    "progress": "run.progress",
+    "loop": "run.loop",
+}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34, width=100)
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH", help="TOML config file (flags win over it)")
+
+
+def _add_target(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("target")
+    g.add_argument("--client", metavar="CODE", help="Target client code (required)")
+    g.add_argument(
+        "--base-url", metavar="URL", help="API base URL (default: https://CLIENT.tt.omtrdc.net)"
+    )
+    g.add_argument("--api", choices=("v1", "v2"), help="submit API version (default: v2)")
+    g.add_argument(
+        "--token-env",
+        metavar="NAME",
+        help="environment variable holding the Bearer token (default: TARGET_PROFILE_TOKEN)",
+    )
+    g.add_argument(
+        "--allow-http",
+        action="store_true",
+        default=None,
+        help="allow plain http:// to a non-loopback host (default: refuse)",
+    )
+
+
+def _add_input(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("input and batches")
+    g.add_argument("--id-column", metavar="NAME", help="column holding the id (default: first)")
+    g.add_argument(
+        "--id-type",
+        choices=("thirdPartyId", "pcId"),
+        help="what the id column holds (default: thirdPartyId)",
+    )
+    g.add_argument("--delimiter", metavar="C", help="field delimiter (default: ,)")
+    g.add_argument("--encoding", metavar="E", help="input encoding (default: utf-8; BOM skipped)")
+    g.add_argument(
+        "--max-batch-rows", type=int, metavar="N", help="rows per batch (default and max: 500000)"
+    )
+    g.add_argument(
+        "--max-batch-bytes",
+        type=int,
+        metavar="N",
+        help="bytes per batch body (default: 50000000; must stay under 50 MiB)",
+    )
+
+
+def _add_run(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("submission, tracking and outputs")
+    g.add_argument(
+        "--concurrency", type=int, metavar="N", help="max submits in flight (default: 8)"
+    )
+    g.add_argument(
+        "--max-attempts", type=int, metavar="N", help="attempts per batch submit (default: 8)"
+    )
+    g.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="follow batches until final (default: --wait); --no-wait exits 3 once all are sent",
+    )
+    g.add_argument(
+        "--status-timeout",
+        type=float,
+        metavar="S",
+        help="stop following after S seconds, exit 3 (default: 86400)",
+    )
+    g.add_argument(
+        "--work-dir", metavar="DIR", help="journal and outputs (default: ./uploader-runs/JOB_ID)"
+    )
+    g.add_argument(
+        "--fresh",
+        action="store_true",
+        default=None,
+        help="start over even if the work dir has a journal (default: resume)",
+    )
+    g.add_argument(
+        "--report", metavar="PATH", help="also write report.json here (default: WORK_DIR only)"
+    )
+    g.add_argument("--junit", metavar="PATH", help="write a JUnit XML report (default: none)")
+    g.add_argument(
+        "--progress",
+        choices=("auto", "bar", "log", "none"),
+        help="progress display (default: auto = bars on a terminal, log lines otherwise)",
+    )
+    g.add_argument(
+        "--loop", choices=("auto", "uvloop", "asyncio"), help="event loop (default: auto)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uploader",
+        description="Bulk-load visitor profiles into Adobe Target: streamed, concurrent, "
+        "resumable, and accounted for row by row.",
+        epilog="Exit codes: 0 all rows successful; 1 finished with rejected or failed rows; "
+        "2 usage/config/input error, nothing sent; 3 not finished yet, run the same command again.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"uploader {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each retry and batch")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run", help="chunk, submit and track to completion (resumable)", formatter_class=_Formatter
+    )
+    run.add_argument("input", metavar="INPUT", help="CSV export with a header (.gz ok), or -")
+    _add_config(run)
+    _add_target(run)
+    _add_input(run)
+    _add_run(run)
+
+    split = sub.add_parser(
+        "split",
+        help="only write batch files and rejects.csv; no network",
+        formatter_class=_Formatter,
+    )
+    split.add_argument("input", metavar="INPUT", help="CSV export with a header (.gz ok), or -")
+    split.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    _add_config(split)
+    _add_input(split)
+
+    submit = sub.add_parser(
+        "submit", help="submit existing batch files and track them", formatter_class=_Formatter
+    )
+    submit.add_argument("files", nargs="+", metavar="FILE|DIR", help="batch files or directories")
+    _add_config(submit)
+    _add_target(submit)
+    _add_run(submit)
+
+    status = sub.add_parser(
+        "status", help="show where a run stands (from its journal)", formatter_class=_Formatter
+    )
+    status.add_argument("work_dir", metavar="WORK_DIR")
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    from uploader import emulator
+
+    emu = sub.add_parser(
+        "emulator", help="serve the local Target emulator", formatter_class=_Formatter
+    )
+    emulator.add_arguments(emu)
+
+    from uploader import demo
+
+    dem = sub.add_parser(
+        "demo",
+        help="generate an export, start the emulator, run, verify",
+        formatter_class=_Formatter,
+    )
+    demo.add_arguments(dem)
+
+    from uploader import bench
+
+    ben = sub.add_parser(
+        "bench", help="measure submission throughput against a target", formatter_class=_Formatter
+    )
+    bench.add_arguments(ben)
+    return parser
+
+
+def settings_from_args(ns: argparse.Namespace, *, require_client: bool = True) -> Settings:
+    overrides: dict[str, Any] = {}
+    for table in (_TARGET_FLAGS, _INPUT_FLAGS, _RUN_FLAGS):
+        for dest, key in table.items():
+            if hasattr(ns, dest):
+                overrides[key] = getattr(ns, dest)
+    return load_settings(getattr(ns, "config", None), overrides, require_client=require_client)
+
+
+def run_async(coro: Coroutine[Any, Any, T], loop: str = "auto") -> T:
+    """Run on uvloop when asked or available, plain asyncio otherwise."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        except ImportError:
+            if loop == "uvloop":
+                raise ConfigError("run.loop = uvloop, but uvloop is not installed") from None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
+def _cmd_run(ns: argparse.Namespace) -> int:
+    from uploader.commands import run_command
+
+    return run_command(ns.input, settings_from_args(ns))
+
+
+def _cmd_submit(ns: argparse.Namespace) -> int:
+    from uploader.commands import submit_command
+
+    return submit_command([Path(f) for f in ns.files], settings_from_args(ns))
+
+
+def _cmd_split(ns: argparse.Namespace) -> int:
+    from uploader.split import run_split
+
+    settings = settings_from_args(ns, require_client=False)
+    return run_split(ns.input, Path(ns.out), settings.input, settings.batch)
+
+
+def _cmd_status(ns: argparse.Namespace) -> int:
+    from uploader.commands import status_command
+
+    return status_command(Path(ns.work_dir), as_json=ns.json)
+
+
+def _cmd_emulator(ns: argparse.Namespace) -> int:
+    from uploader import emulator
+
+    config = emulator.config_from_args(ns)
+    with contextlib.suppress(KeyboardInterrupt):
+        run_async(emulator.serve_forever(config, ns.host, ns.port))
+    return EXIT_OK
+
+
+def _cmd_demo(ns: argparse.Namespace) -> int:
+    from uploader import demo
+
+    return demo.main(ns)
+
+
+def _cmd_bench(ns: argparse.Namespace) -> int:
+    from uploader import bench
+
+    return bench.main(ns)
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _cmd_run,
+    "split": _cmd_split,
+    "submit": _cmd_submit,
+    "status": _cmd_status,
+    "emulator": _cmd_emulator,
+    "demo": _cmd_demo,
+    "bench": _cmd_bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    level = logging.DEBUG if ns.debug else logging.INFO if ns.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _COMMANDS[ns.command](ns)
+    except UploaderError as exc:
+        if ns.debug:
+            traceback.print_exc()
+        print(f"uploader: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("uploader: interrupted", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    except Exception as exc:  # a bug: still one line unless --debug
+        if ns.debug:
+            traceback.print_exc()
+        print(
+            f"uploader: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            file=sys.stderr,
+        )
+        return EXIT_PARTIAL

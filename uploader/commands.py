@@ -1,0 +1,134 @@
+"""What ``uploader run``, ``submit`` and ``status`` do, once the flags are parsed.
+
+Kept apart from ``cli.py`` (parsing) and ``pipeline.py`` (the stages): this
+is where a work directory is chosen, progress is shown, the pipeline runs on
+the right event loop, and the human summary is printed. A report is written
+whatever happens, including errors that stop a run before it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from uploader import report as reporting
+from uploader.errors import InputError, UploaderError
+from uploader.journal import Journal
+from uploader.pipeline import RunOutcome, default_job_id, run_pipeline
+from uploader.progress import progress_display
+from uploader.settings import Settings
+
+__all__ = ["find_batch_files", "run_command", "status_command", "submit_command"]
+
+
+def run_command(input_name: str, settings: Settings) -> int:
+    """``uploader run INPUT``: chunk, submit, track; print the summary; return the exit code."""
+    job_id = default_job_id(input_name, settings)
+    work_dir = settings.run.work_dir or Path("uploader-runs") / job_id
+    return _execute(input_name, settings, job_id, work_dir, files=None)
+
+
+def submit_command(paths: list[Path], settings: Settings) -> int:
+    """``uploader submit FILE|DIR...``: send existing batch files and track them."""
+    files = find_batch_files(paths)
+    key = ";".join(str(f.resolve()) for f in files)
+    job_id = default_job_id(f"submit-{len(files)}", settings) + "-" + _short_hash(key)
+    work_dir = settings.run.work_dir or Path("uploader-runs") / job_id
+    return _execute("-", settings, job_id, work_dir, files=files)
+
+
+def status_command(work_dir: Path, *, as_json: bool = False) -> int:
+    """``uploader status WORK_DIR``: the report as the journal stands now."""
+    path = work_dir / "journal.sqlite"
+    if not path.exists():
+        raise InputError(f"{work_dir}: no journal here (expected {path})")
+    with Journal(path) as journal:
+        chunk = journal.get_meta("chunk") or {}
+        batches = journal.batches()
+        report = reporting.build_report(
+            job_id=journal.get_meta("job_id", work_dir.name),
+            batches=batches,
+            counters=journal.counters(),
+            rows_read=chunk.get("rows_read", sum(b.rows for b in batches)),
+            rejected_by_reason=chunk.get("rejected", {}),
+            chunking_done=bool(journal.get_meta("chunk_done")),
+            elapsed_s=time.time() - float(journal.get_meta("started_at", time.time())),
+            outputs={"journal": str(path), "work_dir": str(work_dir)},
+            interrupted=journal.get_meta("last_outcome") != "done",
+        )
+    print(json.dumps(report, indent=2) if as_json else reporting.render_summary(report))
+    return reporting.exit_code(report)
+
+
+def find_batch_files(paths: list[Path]) -> list[Path]:
+    """Batch files named on the command line; a directory gives its ``*.txt`` in name order."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.txt") if p.is_file())
+            if not found:
+                raise InputError(f"{path}: directory holds no batch files (*.txt)")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    return files
+
+
+def _execute(
+    input_name: str,
+    settings: Settings,
+    job_id: str,
+    work_dir: Path,
+    *,
+    files: list[Path] | None,
+) -> int:
+    from uploader.cli import run_async
+
+    if files is None and input_name != "-" and not Path(input_name).is_file():
+        _error_report(job_id, work_dir, settings, f"{input_name}: no such file")
+        raise InputError(f"{input_name}: no such file")
+    display = progress_display(settings.run.progress)
+    try:
+        outcome: RunOutcome = run_async(
+            run_pipeline(
+                input_name, settings, work_dir, job_id=job_id, progress=display, files=files
+            ),
+            settings.run.loop,
+        )
+    except UploaderError as exc:
+        if exc.exit_code == 2:
+            _error_report(job_id, work_dir, settings, str(exc))
+        raise
+    print(reporting.render_summary(outcome.report), file=sys.stderr)
+    error = outcome.report.get("error")
+    if error:
+        print(f"uploader: error: {error}", file=sys.stderr)
+    return outcome.exit_code
+
+
+def _error_report(job_id: str, work_dir: Path, settings: Settings, message: str) -> None:
+    """Exit 2 still leaves a report.json saying why (nothing was sent)."""
+    report = reporting.build_report(
+        job_id=job_id,
+        batches=[],
+        counters={},
+        rows_read=0,
+        rejected_by_reason={},
+        chunking_done=False,
+        elapsed_s=0.0,
+        outputs={"journal": None},
+        interrupted=False,
+        error=message,
+    )
+    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    reporting.write_report(settings.run.report or work_dir / "report.json", report)
+
+
+def _short_hash(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:8]

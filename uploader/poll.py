@@ -1,0 +1,158 @@
+"""The status poller: follows every accepted batch until Target says it is final.
+
+One task owns a heap of (due time, batch) and wakes for the earliest; each
+batch's interval grows (``poll_initial_s`` doubling up to ``poll_max_s``,
+with jitter so batches accepted together spread out), and at most
+``max_inflight`` status calls run at once, so thousands of batches do not
+flood the server. A failing status call is retried later; it never loses a
+batch. Results go to the journal first, then to the pipeline's callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from uploader.client import TargetClient
+from uploader.errors import PermanentError, RetryableError, UploaderError
+from uploader.journal import Journal
+from uploader.settings import StatusSettings
+from uploader.states import RemoteStatus
+
+__all__ = ["Poller"]
+
+log = logging.getLogger(__name__)
+
+# A status call that fails permanently this many times in a row gives up on the batch.
+MAX_PERMANENT_STATUS_ERRORS = 5
+
+
+@dataclass(order=True)
+class _Due:
+    at: float
+    seq: int
+    url: str = field(compare=False)
+    interval: float = field(compare=False)
+    permanent_errors: int = field(default=0, compare=False)
+
+
+class Poller:
+    """Follows batches by their status URL; calls ``on_final`` / ``on_stuck`` once each."""
+
+    def __init__(
+        self,
+        client: TargetClient,
+        journal: Journal,
+        settings: StatusSettings,
+        *,
+        on_final: Callable[[int], None],
+        on_stuck: Callable[[int], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._client = client
+        self._journal = journal
+        self._settings = settings
+        self._on_final = on_final
+        self._on_stuck = on_stuck
+        self._rng = rng or random.Random()
+        self._heap: list[_Due] = []
+        self._wake = asyncio.Event()
+        self._calls = asyncio.Semaphore(settings.max_inflight)
+        self._active: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def following(self) -> int:
+        """Batches accepted and not yet final."""
+        return len(self._heap) + len(self._active)
+
+    def follow(self, seq: int, url: str, *, delay: float | None = None) -> None:
+        first = self._settings.poll_initial_s if delay is None else delay
+        loop = asyncio.get_running_loop()
+        heapq.heappush(
+            self._heap, _Due(loop.time() + first, seq, url, self._settings.poll_initial_s)
+        )
+        self._wake.set()
+
+    def close(self) -> None:
+        """No more batches will be followed; ``run`` returns when these are final."""
+        self._closed = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._heap or self._active or not self._closed:
+                if not self._heap:
+                    await self._wait(None)
+                    continue
+                delay = self._heap[0].at - loop.time()
+                if delay > 0:
+                    await self._wait(delay)
+                    continue
+                await self._calls.acquire()
+                due = heapq.heappop(self._heap)
+                task = asyncio.create_task(self._check(due), name=f"status-{due.seq}")
+                self._active.add(task)
+                task.add_done_callback(self._finished)
+        finally:
+            for task in list(self._active):
+                task.cancel()
+
+    async def _wait(self, delay: float | None) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._active.discard(task)
+        self._calls.release()
+        self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("status task crashed", exc_info=task.exception())
+
+    async def _check(self, due: _Due) -> None:
+        journal = self._journal
+        try:
+            status = await self._client.status(due.url, details=False)
+            journal.bump("status_polls")
+            if status.status == RemoteStatus.COMPLETE:
+                status = await self._client.status(due.url, details=True)
+                journal.bump("status_polls")
+        except RetryableError as exc:
+            journal.bump("status_errors")
+            log.info("status of batch %06d: %s; will ask again", due.seq, exc)
+            self._again(due)
+            return
+        except PermanentError as exc:
+            journal.bump("status_errors")
+            due.permanent_errors += 1
+            if due.permanent_errors >= MAX_PERMANENT_STATUS_ERRORS:
+                journal.record_failed(due.seq, f"status unknown: {type(exc).__name__}: {exc}")
+                self._on_final(due.seq)
+            else:
+                self._again(due)
+            return
+        except UploaderError:  # pragma: no cover - the tree has only the two branches
+            raise
+        if status.status == RemoteStatus.INCOMPLETE:
+            self._again(due)
+            return
+        journal.record_status(due.seq, status)
+        if status.status == RemoteStatus.STUCK:
+            self._on_stuck(due.seq)
+        else:
+            self._on_final(due.seq)
+
+    def _again(self, due: _Due) -> None:
+        """Reschedule with a doubled interval, jittered by up to +-20 %."""
+        due.interval = min(self._settings.poll_max_s, due.interval * 2)
+        jitter = self._rng.uniform(0.8, 1.2)
+        due.at = asyncio.get_running_loop().time() + due.interval * jitter
+        heapq.heappush(self._heap, due)
+        self._wake.set()

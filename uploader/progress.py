@@ -1,0 +1,117 @@
+"""Progress display of a run: rich bars on a terminal, plain log lines otherwise.
+
+The pipeline hands over a ``snapshot()`` function; this module only reads it
+on a timer, so display never slows a stage down. CI logs get one line every
+``LOG_EVERY_S`` seconds instead of bars that redraw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+__all__ = ["LOG_EVERY_S", "progress_display"]
+
+Snapshot = Callable[[], dict[str, Any]]
+LOG_EVERY_S = 10.0
+
+
+def progress_display(
+    mode: str, stream: TextIO | None = None
+) -> Callable[[Snapshot], contextlib.AbstractAsyncContextManager[None]] | None:
+    """The display for ``--progress auto|bar|log|none`` (None: show nothing)."""
+    stream = stream or sys.stderr
+    if mode == "auto":
+        mode = "bar" if stream.isatty() else "log"
+    if mode == "none":
+        return None
+    if mode == "bar":
+        return lambda snap: _bars(snap, stream)
+    return lambda snap: _log_lines(snap, stream)
+
+
+def _line(s: dict[str, Any], elapsed: float) -> str:
+    rate = s["rows_accepted"] / elapsed if elapsed > 0 else 0.0
+    chunking = "done" if s["chunk_done"] else "reading"
+    return (
+        f"[{elapsed:7.1f}s] input {chunking}; batches {s['batches_known']} known, "
+        f"{s['batches_accepted']} accepted, {s['batches_final']} final, "
+        f"{s['batches_failed']} failed; rows accepted {s['rows_accepted']:,} "
+        f"({rate:,.0f}/s); in flight {s['in_flight']}/{s['limit']}, "
+        f"throttled {s['throttles']}"
+    )
+
+
+@contextlib.asynccontextmanager
+async def _log_lines(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
+    started = time.monotonic()
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(LOG_EVERY_S)
+            print(_line(snapshot(), time.monotonic() - started), file=stream, flush=True)
+
+    task = asyncio.create_task(tick())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        print(_line(snapshot(), time.monotonic() - started), file=stream, flush=True)
+
+
+@contextlib.asynccontextmanager
+async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
+    bars = Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[extra]}"),
+        TimeElapsedColumn(),
+        console=Console(file=stream),
+        transient=False,
+    )
+    sent = bars.add_task("accepted", total=None, extra="")
+    final = bars.add_task("final", total=None, extra="")
+
+    def refresh() -> None:
+        s = snapshot()
+        known = s["batches_known"] if s["chunk_done"] else None
+        bars.update(
+            sent,
+            completed=s["batches_accepted"] + s["batches_failed"],
+            total=known,
+            extra=f"rows {s['rows_accepted']:,}  in flight {s['in_flight']}/{s['limit']}",
+        )
+        bars.update(
+            final, completed=s["batches_final"], total=known, extra=f"throttled {s['throttles']}"
+        )
+
+    async def tick() -> None:
+        while True:
+            refresh()
+            await asyncio.sleep(0.5)
+
+    with bars:
+        task = asyncio.create_task(tick())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            refresh()

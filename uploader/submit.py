@@ -1,0 +1,178 @@
+"""Submit workers: take batch files from a queue and get each one accepted.
+
+Sits between the chunker (which fills the queue) and the poller (which
+follows accepted batches). Every step is written to the journal *before* the
+next one acts on it: ``submitting`` before the request goes out, ``accepted``
+with the batch id before the poller hears of it, ``failed`` with the reason
+when we give up. A worker holds a slot of the shared ``AdaptiveLimiter`` only
+while its request is on the wire, never while it sleeps in backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tenacity import RetryCallState
+
+from uploader.client import TargetClient
+from uploader.errors import (
+    AuthError,
+    NotFoundError,
+    OutcomeUnknownError,
+    ThrottledError,
+    UploaderError,
+)
+from uploader.journal import Journal
+from uploader.retry import AdaptiveLimiter, Sleep, Slot, retry_policy
+from uploader.settings import SubmitSettings
+
+__all__ = ["SubmitJob", "Submitter"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SubmitJob:
+    """One batch file to send (again)."""
+
+    seq: int
+    path: Path
+    rows: int
+    bytes: int
+
+
+@dataclass
+class SubmitStats:
+    """Live figures for progress display and the benchmark (the journal has the truth)."""
+
+    rows_accepted: int = 0
+    bytes_accepted: int = 0
+    batches_accepted: int = 0
+    batches_failed: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+
+
+class Submitter:
+    """Runs ``concurrency`` workers over a bounded queue of ``SubmitJob``."""
+
+    def __init__(
+        self,
+        client: TargetClient,
+        journal: Journal,
+        settings: SubmitSettings,
+        *,
+        on_accepted: Callable[[int, str], None],
+        on_failed: Callable[[int], None],
+        on_fatal: Callable[[UploaderError], None] | None = None,
+        limiter: AdaptiveLimiter | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self._client = client
+        self._journal = journal
+        self._settings = settings
+        self._on_accepted = on_accepted
+        self._on_failed = on_failed
+        self._on_fatal = on_fatal
+        self._sleep = sleep
+        self.limiter = limiter or AdaptiveLimiter(settings.concurrency)
+        self.queue: asyncio.Queue[SubmitJob | None] = asyncio.Queue()
+        self.stats = SubmitStats()
+        self._stopping = False
+
+    async def run(self) -> None:
+        """Work until a ``None`` per worker arrives on the queue (see ``close``)."""
+        workers = [
+            asyncio.create_task(self._worker(), name=f"submit-{i}")
+            for i in range(self._settings.concurrency)
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+
+    def put(self, job: SubmitJob) -> None:
+        self.queue.put_nowait(job)
+
+    def close(self) -> None:
+        """No more jobs: each worker exits once the queue is drained."""
+        for _ in range(self._settings.concurrency):
+            self.queue.put_nowait(None)
+
+    def stop(self) -> None:
+        """Take no new jobs; requests already on the wire may finish."""
+        self._stopping = True
+        self.close()
+
+    async def _worker(self) -> None:
+        while True:
+            job = await self.queue.get()
+            if job is None or self._stopping:
+                return
+            await self.submit_one(job)
+
+    async def submit_one(self, job: SubmitJob) -> None:
+        """Send one batch until accepted or given up; record the outcome."""
+        journal = self._journal
+        journal.begin_submit(job.seq)
+        retrying = retry_policy(
+            max_attempts=self._settings.max_attempts,
+            initial_s=self._settings.backoff_initial_s,
+            max_s=self._settings.backoff_max_s,
+            sleep=self._sleep,
+            before_sleep=self._count_retry,
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    async with self.limiter.slot() as slot:
+                        started = loop.time()
+                        try:
+                            result = await self._client.submit(job.path)
+                        except UploaderError as exc:
+                            self._record_attempt(job, slot, exc)
+                            raise
+                        journal.record_attempt(job.seq, None)
+                        journal.bump("submits")
+                        slot.succeeded()
+                        self.stats.latencies_s.append(loop.time() - started)
+        except (AuthError, NotFoundError) as exc:
+            if self._on_fatal is None:
+                raise
+            # Every batch would fail the same way: a configuration problem, not a data
+            # problem. Leave the batch to be sent by the next run and stop this one.
+            journal.requeue(job.seq)
+            self._on_fatal(exc)
+            return
+        except UploaderError as exc:
+            journal.record_failed(job.seq, f"{type(exc).__name__}: {exc}")
+            self.stats.batches_failed += 1
+            log.warning("batch %06d failed: %s", job.seq, exc)
+            self._on_failed(job.seq)
+            return
+        journal.record_accepted(job.seq, result.batch_id, result.status_url)
+        self.stats.rows_accepted += job.rows
+        self.stats.bytes_accepted += job.bytes
+        self.stats.batches_accepted += 1
+        self._on_accepted(job.seq, result.status_url)
+
+    def _record_attempt(self, job: SubmitJob, slot: Slot, exc: UploaderError) -> None:
+        unknown = isinstance(exc, OutcomeUnknownError)
+        self._journal.record_attempt(
+            job.seq, f"{type(exc).__name__}: {exc}", outcome_unknown=unknown
+        )
+        self._journal.bump("submits")
+        if unknown:
+            self._journal.bump("outcome_unknown")
+        if isinstance(exc, ThrottledError):
+            self._journal.bump("throttled")
+        if self.limiter.observe(exc):
+            slot.throttled()
+
+    async def _count_retry(self, state: RetryCallState) -> None:
+        self._journal.bump("retries")
