@@ -25,7 +25,6 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -48,7 +47,7 @@ _SLICE_SECONDS = 0.01  # target length of one applier slice at the configured ra
 _MAX_SLICE_ROWS = 2000  # and a hard cap, so one slice never blocks the loop for long
 _MAX_CREDIT_S = 0.1  # how far the applier may run behind its schedule before it is reset
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_SHUTDOWN_S = 0.5
 
 
 def _xml(body: str, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -104,7 +103,7 @@ class Emulator:
         await self.stop()
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = self._make_runner()
         await self._runner.setup()
         for attempt in itertools.count(1):
             try:
@@ -114,9 +113,16 @@ class Emulator:
                 await self._runner.cleanup()
                 if attempt >= 5 or self._want_port:
                     raise
-                self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+                self._runner = self._make_runner()
                 await self._runner.setup()
         self._applier = asyncio.create_task(self._apply_forever(), name="emulator-applier")
+
+    def _make_runner(self) -> web.AppRunner:
+        # A short shutdown timeout: a connection still lingering after a 413 or
+        # 429 (aiohttp drains the unread body for up to 10 s) must not hold up stop().
+        return web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_S
+        )
 
     async def _bind(self) -> None:
         assert self._runner is not None

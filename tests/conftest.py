@@ -1,0 +1,44 @@
+"""Shared fixtures: the real emulator, served in-process on 127.0.0.1 port 0.
+
+``emulator_factory`` starts emulators with any ``EmulatorConfig`` overrides and
+stops every one of them at teardown; ``emulator`` is one with the default
+fault-free config and a fast applier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from uploader.emulator import Emulator, EmulatorConfig
+
+EmulatorFactory = Callable[..., Awaitable[Emulator]]
+
+FAST_APPLY = 1e6  # rows per second: batches complete almost at once in tests
+
+
+@pytest.fixture
+async def emulator_factory() -> AsyncIterator[EmulatorFactory]:
+    """``await make(**config_overrides)`` -> a started Emulator (stopped at teardown)."""
+    started: list[Emulator] = []
+
+    async def make(**overrides: Any) -> Emulator:
+        overrides.setdefault("apply_rate", FAST_APPLY)
+        emu = Emulator(EmulatorConfig(**overrides))
+        await emu.start()
+        started.append(emu)
+        return emu
+
+    try:
+        yield make
+    finally:
+        for emu in reversed(started):
+            await emu.stop()
+
+
+@pytest.fixture
+async def emulator(emulator_factory: EmulatorFactory) -> Emulator:
+    """A fault-free emulator applying 1e6 rows per second."""
+    return await emulator_factory()
