@@ -1,0 +1,405 @@
+"""``uploader demo``: the whole tool, end to end, on this machine, with proof.
+
+Generates a realistic CRM export (``gen.py``), serves the built-in emulator
+in-process on a free loopback port, runs the real pipeline against it, then
+fetches every profile back through the emulator's profile HTTP API and
+compares it value for value with the export read again by ``csv``. A few
+deliberately invalid rows must come back in ``rejects.csv`` at exactly the
+lines the generator put them on. Exit 0 only when everything matches.
+
+The emulator and the pipeline share one event loop, so nothing here leaves
+127.x, and the demo never reads a token from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from uploader.client import TargetClient
+from uploader.emulator import Emulator, EmulatorConfig
+from uploader.errors import ConfigError, UploaderError
+from uploader.gen import GenInfo, generate_export
+from uploader.settings import Settings, load_settings
+
+__all__ = [
+    "DemoOptions",
+    "Verification",
+    "add_arguments",
+    "batch_rows_for",
+    "demo_settings",
+    "emulator_config",
+    "main",
+    "run_demo",
+]
+
+DEFAULT_ROWS = 200_000
+DEFAULT_OUT = Path("uploader-demo")
+CLIENT = "demo"
+TARGET_BATCHES = 25  # enough batches that concurrency, throttling and faults all show
+INVALID_ROWS = 6  # deliberately invalid records spread through the export
+FETCH_CONCURRENCY = 32
+SEED = 7
+MARKER = ".uploader-demo"  # says "this directory is the demo's; safe to overwrite"
+EXPORT_NAME = "crm-export.csv"
+RUN_DIR = "run"
+_SHOW_LINES = 10  # reject line numbers printed in the verification line
+_SHOW_MISMATCHES = 5
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    rows: int = DEFAULT_ROWS
+    faults: bool = False
+    out: Path = DEFAULT_OUT
+    keep: bool = False
+    progress: str = "auto"
+
+
+@dataclass
+class Verification:
+    """What fetching the profiles back found."""
+
+    expected: int = 0  # valid export rows, one profile each
+    matched: int = 0
+    mismatches: list[str] = field(default_factory=list)  # first few, human readable
+    mismatched: int = 0
+    stray_profiles: int = 0  # profiles the emulator holds that no valid row explains
+
+    @property
+    def ok(self) -> bool:
+        return self.matched == self.expected and not self.mismatched and not self.stray_profiles
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``uploader demo``."""
+    parser.description = (
+        "Generate a CRM export, serve the Target emulator on 127.0.0.1, upload the export "
+        "with the real pipeline, then fetch every profile back and compare it with the export. "
+        "Exit 0 only when every profile matches and exactly the invalid rows were rejected."
+    )
+    add = parser.add_argument
+    add(
+        "--rows",
+        type=_positive_int,
+        default=DEFAULT_ROWS,
+        metavar="N",
+        help=f"records in the generated export (default: {DEFAULT_ROWS})",
+    )
+    add(
+        "--faults",
+        action="store_true",
+        help="make the emulator slow, throttling and faulty: latency 5-40 ms, 429 above 4 "
+        "in flight, 2%% dropped connections, 2%% HTTP 503, ~1 stuck batch, 5%% status "
+        "errors (default: off)",
+    )
+    add(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help=f"directory for everything the demo writes (default: ./{DEFAULT_OUT}/)",
+    )
+    add(
+        "--keep",
+        action="store_true",
+        help="keep the export and batch files after a successful demo (default: delete them, "
+        "keep report.json, rejects.csv and the journal; all is kept on failure)",
+    )
+    add(
+        "--progress",
+        choices=("auto", "bar", "log", "none"),
+        default="auto",
+        help="progress display (default: auto = bars on a terminal, log lines otherwise)",
+    )
+
+
+def main(ns: argparse.Namespace) -> int:
+    """Entry point of ``uploader demo``; returns the exit code."""
+    from uploader.cli import run_async
+
+    opts = DemoOptions(
+        rows=ns.rows, faults=ns.faults, out=Path(ns.out), keep=ns.keep, progress=ns.progress
+    )
+    return run_async(run_demo(opts, sys.stdout))
+
+
+# -- the pieces ---------------------------------------------------------------------------
+
+
+def invalid_every(rows: int) -> int:
+    """Every N-th record is made invalid, so that ``INVALID_ROWS`` of them exist."""
+    return rows // INVALID_ROWS if rows >= 10 * INVALID_ROWS else 0
+
+
+def batch_rows_for(rows: int) -> int:
+    """Rows per batch so that the demo has about ``TARGET_BATCHES`` batches."""
+    return max(1, -(-rows // TARGET_BATCHES))
+
+
+def emulator_config(faults: bool) -> EmulatorConfig:
+    """A fault-free emulator, or one that misbehaves in every way Target can."""
+    if not faults:
+        return EmulatorConfig(seed=SEED)
+    return EmulatorConfig(
+        latency_ms=(5.0, 40.0),
+        max_inflight=4,  # more submits than this in flight -> 429
+        retry_after_s=0.2,
+        drop_rate=0.02,  # accepted, then the connection is dropped: resent, a duplicate
+        error_rate=0.02,  # HTTP 503, not accepted
+        stuck_rate=1 / TARGET_BATCHES,  # about one batch ends `stuck`
+        status_error_rate=0.05,
+        seed=SEED,
+    )
+
+
+def demo_settings(
+    base_url: str, rows: int, work_dir: Path, *, faults: bool, progress: str
+) -> Settings:
+    """The settings of the demo run, built the way the CLI builds them."""
+    overrides: dict[str, Any] = {
+        "target.client": CLIENT,
+        "target.base_url": base_url,
+        "batch.max_rows": batch_rows_for(rows),
+        "status.poll_initial_s": 0.2,
+        "status.poll_max_s": 1.0,
+        "submit.backoff_initial_s": 0.05,
+        "submit.backoff_max_s": 1.0,
+        "run.work_dir": work_dir,
+        "run.progress": progress,
+        "run.fresh": True,  # a new emulator knows no earlier run: never resume
+    }
+    if faults:
+        # Throttling counts as an attempt; stuck batches are sent again until one applies.
+        overrides["submit.max_attempts"] = 30
+        overrides["status.resubmit_stuck"] = 3
+    # environ={}: a real token in the user's environment is never sent to the demo server.
+    return load_settings(None, overrides, environ={})
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create ``out``; refuse to write into a non-empty directory that is not the demo's."""
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError(f"{out}: exists and is not a directory")
+        if any(out.iterdir()) and not (out / MARKER).exists():
+            raise ConfigError(
+                f"{out}: directory is not empty and was not made by `uploader demo`; "
+                "choose another with --out DIR"
+            )
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (out / MARKER).write_text("written by `uploader demo`; safe to delete\n")
+
+
+def expected_profiles(
+    export: Path, skip_lines: Mapping[int, object]
+) -> Iterator[tuple[int, str, dict[str, str]]]:
+    """(first line, id, attributes) of every valid record, re-read with ``csv``.
+
+    Empty values never clear a stored value (SPEC section 1), and the demo
+    sends each id once, so an empty CRM value means the attribute is absent.
+    """
+    with export.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        names = header[1:]
+        line = reader.line_num + 1
+        for row in reader:
+            first, line = line, reader.line_num + 1
+            if first in skip_lines:
+                continue
+            attrs = {name: value for name, value in zip(names, row[1:], strict=False) if value}
+            yield first, row[0], attrs
+
+
+def _differences(expected: dict[str, str], profile: dict[str, Any] | None) -> str | None:
+    if profile is None:
+        return "no profile (HTTP 404)"
+    stored = profile.get("profileAttributes") or {}
+    got = {name: attr.get("value") for name, attr in stored.items()}
+    if got == expected:
+        return None
+    for name in sorted(set(expected) | set(got)):
+        if expected.get(name) != got.get(name):
+            return f"{name} expected {expected.get(name)!r}, got {got.get(name)!r}"
+    return "attributes differ"  # pragma: no cover - the loop above always finds one
+
+
+async def verify_profiles(
+    client: TargetClient, expected: Iterator[tuple[int, str, dict[str, str]]]
+) -> Verification:
+    """Fetch every expected profile over HTTP (bounded concurrency) and compare."""
+    result = Verification()
+    queue: asyncio.Queue[tuple[int, str, dict[str, str]] | None] = asyncio.Queue(1000)
+
+    async def worker() -> None:
+        while (item := await queue.get()) is not None:
+            line, pid, attrs = item
+            try:
+                problem = _differences(attrs, await client.fetch_profile(pid))
+            except UploaderError as exc:
+                problem = f"fetch failed: {exc}"
+            if problem is None:
+                result.matched += 1
+            else:
+                result.mismatched += 1
+                if len(result.mismatches) < _SHOW_MISMATCHES:
+                    result.mismatches.append(f"line {line} id {pid}: {problem}")
+
+    workers = [asyncio.create_task(worker()) for _ in range(FETCH_CONCURRENCY)]
+    try:
+        for item in expected:
+            result.expected += 1
+            await queue.put(item)
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+    return result
+
+
+def read_rejects(path: Path) -> dict[int, str]:
+    """``rejects.csv`` as {input line: reason} (empty when the file does not exist)."""
+    if not path.exists():
+        return {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        return {int(row["line"]): row["reason"] for row in csv.DictReader(fh)}
+
+
+def _lines(lines: list[int]) -> str:
+    shown = ", ".join(str(n) for n in lines[:_SHOW_LINES])
+    return shown + (", ..." if len(lines) > _SHOW_LINES else "")
+
+
+def verification_line(check: Verification, rejects_ok: bool, rejected: dict[int, str]) -> str:
+    lines = sorted(rejected)
+    if check.ok and rejects_ok:
+        return (
+            f"verified: {check.matched:,} of {check.expected:,} profiles match the export "
+            f"exactly; {len(lines)} rows rejected as expected"
+            + (f" (lines {_lines(lines)})" if lines else "")
+        )
+    parts = [f"{check.matched:,} of {check.expected:,} profiles match the export"]
+    if check.mismatched:
+        parts.append(f"{check.mismatched:,} differ or are missing")
+    if check.stray_profiles:
+        parts.append(f"{check.stray_profiles:,} profiles exist that no valid row explains")
+    if not rejects_ok:
+        parts.append(f"rejected lines ({_lines(lines) or 'none'}) are not the invalid ones")
+    return "verification FAILED: " + "; ".join(parts)
+
+
+# -- the demo -----------------------------------------------------------------------------
+
+
+async def run_demo(opts: DemoOptions, out: TextIO) -> int:
+    """Generate, serve, upload, fetch back, compare; return the exit code."""
+    from uploader.pipeline import run_pipeline
+    from uploader.progress import progress_display
+    from uploader.report import render_summary
+
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    prepare_out_dir(opts.out)
+    export, work_dir = opts.out / EXPORT_NAME, opts.out / RUN_DIR
+    started = time.monotonic()
+    gen: GenInfo = await asyncio.to_thread(
+        generate_export, export, opts.rows, seed=SEED, invalid_every=invalid_every(opts.rows)
+    )
+    say(
+        f"export:    {export} ({gen.rows:,} records on {gen.lines:,} lines, "
+        f"{len(gen.rejects)} invalid on purpose)"
+    )
+    async with Emulator(emulator_config(opts.faults)) as emu:
+        mode = "with faults (latency, 429, 503, drops, stuck, status errors)" if opts.faults else ""
+        say(f"emulator:  {emu.base_url} {mode or '(fault-free)'}")
+        settings = demo_settings(
+            emu.base_url, gen.valid_rows, work_dir, faults=opts.faults, progress=opts.progress
+        )
+        say(
+            f"upload:    uploader run {export} --client {CLIENT} --base-url {emu.base_url} "
+            f"--max-batch-rows {settings.batch.max_rows} --work-dir {work_dir}"
+        )
+        outcome = await run_pipeline(
+            str(export),
+            settings,
+            work_dir,
+            job_id="demo",
+            progress=progress_display(settings.run.progress),
+        )
+        report = outcome.report
+        say(render_summary(report))
+        if report["status"] not in ("complete", "partial"):
+            say(f"demo stopped: the run is {report['status']}; nothing to verify")
+            return outcome.exit_code
+        say(f"stats:     emulator {_emulator_stats(emu.stats())}")
+        await emu.wait_applied(timeout=60.0)
+        say(
+            f"fetching:  {gen.valid_rows:,} profiles back through "
+            f"{emu.base_url}/rest/v1/profiles/thirdPartyId/ID"
+        )
+        async with TargetClient(
+            settings.target, connections=FETCH_CONCURRENCY, timeout_s=30.0
+        ) as client:
+            check = await verify_profiles(client, expected_profiles(export, gen.rejects))
+        check.stray_profiles = max(0, len(emu.store) - check.matched - check.mismatched)
+    rejected = read_rejects(work_dir / "rejects.csv")
+    expected_rejects = {line: reason.value for line, reason in gen.rejects.items()}
+    rejects_ok = rejected == expected_rejects and report["rows"]["rejected"] == len(gen.rejects)
+    accounted = report["rows"]["failed"] == 0 and report["rows"]["pending"] == 0
+    for problem in check.mismatches:
+        say(f"mismatch:  {problem}")
+    if rejected != expected_rejects:
+        say(f"rejects:   expected {expected_rejects}, rejects.csv has {rejected}")
+    if not accounted:
+        say("report:    some rows failed or are pending (see report.json and failed.csv)")
+    ok = check.ok and rejects_ok and accounted
+    say(verification_line(check, rejects_ok, rejected))
+    say(f"outputs:   {opts.out}/ ({time.monotonic() - started:.1f} s in all)")
+    if ok and not opts.keep:
+        export.unlink(missing_ok=True)
+        shutil.rmtree(work_dir / "batches", ignore_errors=True)
+        say(
+            f"           kept {work_dir}/report.json, rejects.csv and journal.sqlite; "
+            "removed the export and batch files (--keep keeps them)"
+        )
+    return 0 if ok else 1
+
+
+def _emulator_stats(stats: Mapping[str, int]) -> str:
+    keys = (
+        "submits",
+        "batches_accepted",
+        "duplicate_batches",
+        "throttled",
+        "errors_injected",
+        "dropped",
+        "stuck",
+        "status_errors",
+        "peak_inflight",
+    )
+    return ", ".join(f"{k.replace('_', ' ')} {stats.get(k, 0):,}" for k in keys)
