@@ -1,0 +1,438 @@
+"""Stream an export into size-bounded batch files, a manifest and rejects.csv.
+
+Third stage of the flow (``source -> encode -> chunk``), synchronous: the
+pipeline runs it in a worker thread and gets each batch file through
+``on_batch`` as soon as it is closed (the callback may block: backpressure).
+
+Layout of the output directory (directories 0o700, files 0o600: they hold
+personal data)::
+
+    DIR/batches/batch-000001.txt   one submit body each, seq from 1
+    DIR/manifest.jsonl             one JSON line per batch (file, rows, bytes, lines, sha256)
+    DIR/rejects.csv                line,id,reason,record - always created, header first
+
+A batch file is written under a temporary name and renamed once complete and
+fsynced, so a crash never leaves a partial file under a final name. No file
+reaches ``max_bytes`` (every byte counted: ``batch=``, header, newlines) or
+holds more than ``max_rows`` rows. Memory stays bounded by one block of rows:
+neither a batch nor the export is ever held whole. The same input and
+settings always give byte-identical files, which is what makes resume
+(``skip_through_seq``) safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import threading
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import accumulate, repeat
+from operator import add
+from pathlib import Path
+from typing import IO, cast
+from urllib.parse import unquote_to_bytes
+
+from uploader.encode import (
+    MAX_PROFILE_BYTES,
+    ColumnPlan,
+    Reject,
+    check_rows,
+    encode_rows,
+    header_line,
+    plan_columns,
+)
+from uploader.errors import ConfigError, InputError
+from uploader.settings import BatchSettings, InputSettings
+from uploader.source import CsvSource
+from uploader.states import RejectReason
+
+__all__ = ["BatchFile", "ChunkSummary", "Chunker", "read_batch_header", "read_batch_rows"]
+
+
+@dataclass(frozen=True)
+class BatchFile:
+    """One closed batch file: what the submitter needs and the manifest records."""
+
+    seq: int
+    path: Path
+    rows: int
+    bytes: int
+    first_line: int  # input line of the first row in the file
+    last_line: int  # input line (first physical line) of the last row
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ChunkSummary:
+    """The accounting of one chunker run: ``rows_read == rows_written + rows_rejected``.
+
+    After a stop, rows of the unfinished batch (deleted) are not counted at all.
+    """
+
+    rows_read: int
+    rows_written: int
+    rejected: Counter[RejectReason]
+    batches: int
+    bytes: int
+    header: tuple[str, ...]  # the input header (CRM names)
+    columns: tuple[str, ...]  # the batch header (Target names, id type first)
+    files: tuple[BatchFile, ...]
+    out_dir: Path
+    stopped: bool = False
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def rejects_path(self) -> Path:
+        return self.out_dir / "rejects.csv"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.out_dir / "manifest.jsonl"
+
+
+def _private_opener(path: str, flags: int) -> int:
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)  # whatever the umask
+    return fd
+
+
+def _private_dir(path: Path) -> None:
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create output directory: {exc.strerror}") from exc
+
+
+class _Rejects:
+    """rejects.csv: the input line, id, reason and the record re-serialised as one field.
+
+    Written in the input encoding with ``surrogateescape``, so undecodable bytes
+    come back exactly as they were in the export.
+    """
+
+    def __init__(self, path: Path, encoding: str, delimiter: str) -> None:
+        if encoding.lower().replace("_", "-") in ("utf-8-sig", "utf8-sig"):
+            encoding = "utf-8"
+        self._file = open(  # noqa: SIM115 - closed in close()
+            path,
+            "w",
+            encoding=encoding,
+            errors="surrogateescape",
+            newline="",
+            opener=_private_opener,
+        )
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(["line", "id", "reason", "record"])
+        self._record = io.StringIO()
+        self._record_writer = csv.writer(self._record, delimiter=delimiter, lineterminator="")
+
+    def write(self, rejects: Sequence[Reject]) -> None:
+        for r in sorted(rejects, key=lambda r: r.line):
+            self._record.seek(0)
+            self._record.truncate()
+            if r.record:
+                self._record_writer.writerow(r.record)
+            self._writer.writerow([r.line, r.id, r.reason.value, self._record.getvalue()])
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _BatchSink:
+    """Cuts a stream of encoded rows into batch files and records each in the manifest."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        head: bytes,
+        limits: BatchSettings,
+        *,
+        skip_through_seq: int,
+        on_batch: Callable[[BatchFile], None] | None,
+        fsync: bool,
+    ) -> None:
+        self._dir = out_dir / "batches"
+        self._head = head
+        self._max_rows = limits.max_rows
+        self._max_bytes = limits.max_bytes - 1  # a file must stay *under* max_bytes
+        self._skip = skip_through_seq
+        self._on_batch = on_batch
+        self._fsync = fsync
+        self._manifest = open(  # noqa: SIM115 - closed in close()
+            out_dir / "manifest.jsonl", "w", encoding="utf-8", opener=_private_opener
+        )
+        self.files: list[BatchFile] = []
+        self.seq = 0
+        self._out: IO[bytes] | None = None
+        self._open = False
+        self._rows = self._bytes = self._first = self._last = 0
+        self._hash = hashlib.sha256()
+
+    def _path(self, seq: int) -> Path:
+        return self._dir / f"batch-{seq:06d}.txt"
+
+    def _start(self, first_line: int) -> None:
+        self.seq += 1
+        self._open, self._rows, self._first = True, 0, first_line
+        self._hash = hashlib.sha256(self._head)
+        self._bytes = len(self._head)
+        if self.seq > self._skip:  # resume: batches up to skip exist already; only hash them
+            tmp = self._path(self.seq).with_suffix(".txt.tmp")
+            self._out = open(tmp, "wb", buffering=1 << 20, opener=_private_opener)  # noqa: SIM115
+            self._out.write(self._head)
+
+    def add(self, datas: list[bytes], lines: list[int]) -> None:
+        """Append encoded rows (each known to fit an empty batch) in input order."""
+        cum = list(accumulate(map(add, map(len, datas), repeat(1))))  # bytes incl. each "\n"
+        i, n = 0, len(datas)
+        while i < n:
+            if not self._open:
+                self._start(lines[i])
+            base = cum[i - 1] if i else 0
+            end = min(n, i + self._max_rows - self._rows)
+            j = bisect_right(cum, base + self._max_bytes - self._bytes, i, end)
+            if j == i:  # the next row does not fit: this file is full
+                assert self._rows, "a row that fits no batch reached the sink"
+                self.finish()
+                continue
+            chunk = b"\n".join([b"", *datas[i:j]])
+            self._hash.update(chunk)
+            if self._out is not None:
+                self._out.write(chunk)
+            self._rows += j - i
+            self._bytes += len(chunk)
+            self._last = lines[j - 1]
+            i = j
+            if self._rows == self._max_rows:
+                self.finish()
+
+    def finish(self) -> BatchFile | None:
+        """Close the current file (if any): fsync, rename to its final name, record it."""
+        if not self._open:
+            return None
+        self._open = False
+        path = self._path(self.seq)
+        if self._out is not None:
+            self._out.flush()
+            if self._fsync:
+                os.fsync(self._out.fileno())
+            self._out.close()
+            self._out = None
+            os.replace(path.with_suffix(".txt.tmp"), path)
+        batch = BatchFile(
+            self.seq, path, self._rows, self._bytes, self._first, self._last, self._hash.hexdigest()
+        )
+        self.files.append(batch)
+        entry = {
+            "file": f"batches/{path.name}",
+            "seq": batch.seq,
+            "rows": batch.rows,
+            "bytes": batch.bytes,
+            "first_line": batch.first_line,
+            "last_line": batch.last_line,
+            "sha256": batch.sha256,
+        }
+        self._manifest.write(json.dumps(entry) + "\n")
+        self._manifest.flush()
+        if self._on_batch is not None and batch.seq > self._skip:
+            self._on_batch(batch)
+        return batch
+
+    def discard(self) -> int:
+        """Drop the unfinished file (stop or error); return how many rows it held."""
+        rows = self._rows if self._open else 0
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+            with contextlib.suppress(OSError):
+                self._path(self.seq).with_suffix(".txt.tmp").unlink()
+        if self._open:
+            self._open = False
+            self.seq -= 1
+        return rows
+
+    def close(self) -> None:
+        self.discard()
+        self._manifest.close()
+
+
+class Chunker:
+    """Turn one export into batch files; see the module docstring for the layout.
+
+    ``on_batch`` is called in the chunker's thread after each new file is
+    closed and may block (backpressure). ``skip_through_seq`` (resume): batches
+    with a seq up to it are encoded and counted but neither written nor passed
+    to ``on_batch``. ``stop`` is checked between blocks of rows; the unfinished
+    file is then deleted and the summary says ``stopped``.
+    """
+
+    def __init__(
+        self,
+        input: str | Path,
+        out_dir: Path,
+        input_settings: InputSettings,
+        batch_settings: BatchSettings,
+        *,
+        on_batch: Callable[[BatchFile], None] | None = None,
+        skip_through_seq: int = 0,
+        stop: threading.Event | None = None,
+        fsync: bool = True,
+    ) -> None:
+        self.input = input
+        self.out_dir = Path(out_dir).absolute()
+        self.input_settings = input_settings
+        self.batch_settings = batch_settings
+        self.on_batch = on_batch
+        self.skip_through_seq = skip_through_seq
+        self.stop = stop
+        self.fsync = fsync
+
+    def run(self) -> ChunkSummary:
+        """Chunk the whole input; InputError/ConfigError before writing anything if unusable."""
+        inp = self.input_settings
+        with CsvSource(self.input, delimiter=inp.delimiter, encoding=inp.encoding) as src:
+            plan = plan_columns(src.header, inp, f"{src.label}:{src.header_line}")
+            head = header_line(plan.names)
+            max_bytes = self.batch_settings.max_bytes
+            if len(head) + 2 >= max_bytes:
+                raise ConfigError(
+                    f"batch.max_bytes {max_bytes} is too small for the header line "
+                    f"({len(head)} bytes) plus one row"
+                )
+            # A row longer than this cannot be sent: over Target's profile limit,
+            # or (with a tiny max_bytes) unable to fit even an empty batch.
+            row_limit = min(MAX_PROFILE_BYTES, max_bytes - len(head) - 2)
+            _private_dir(self.out_dir)
+            _private_dir(self.out_dir / "batches")
+            for stale in (self.out_dir / "batches").glob("*.tmp"):
+                stale.unlink()
+            return self._stream(src, plan, head, row_limit)
+
+    def _stream(
+        self, src: CsvSource, plan: ColumnPlan, head: bytes, row_limit: int
+    ) -> ChunkSummary:
+        inp = self.input_settings
+        rejects = _Rejects(self.out_dir / "rejects.csv", inp.encoding, inp.delimiter)
+        sink = _BatchSink(
+            self.out_dir,
+            head,
+            self.batch_settings,
+            skip_through_seq=self.skip_through_seq,
+            on_batch=self.on_batch,
+            fsync=self.fsync,
+        )
+        counts: Counter[RejectReason] = Counter()
+        read = written = 0
+        stopped = False
+        try:
+            for block in src.blocks():
+                if self.stop is not None and self.stop.is_set():
+                    stopped = True
+                    break
+                read += len(block.rows) + len(block.malformed)
+                keep, lines, originals, bad = check_rows(block.rows, block.lines, plan)
+                bad += [
+                    Reject(line, [], RejectReason.MALFORMED_RECORD) for line, _ in block.malformed
+                ]
+                encoded = encode_rows(keep)
+                datas = cast(list[bytes], encoded)
+                if None in encoded or (datas and max(map(len, datas)) > row_limit):
+                    datas, lines = _drop_unsendable(encoded, lines, originals, plan, row_limit, bad)
+                if bad:
+                    rejects.write(bad)
+                    counts.update(r.reason for r in bad)
+                sink.add(datas, lines)
+                written += len(datas)
+            if not stopped:
+                sink.finish()
+                self._remove_stale(sink.seq)
+            else:
+                dropped = sink.discard()
+                read -= dropped
+                written -= dropped
+        finally:
+            sink.close()
+            rejects.close()
+        return ChunkSummary(
+            rows_read=read,
+            rows_written=written,
+            rejected=counts,
+            batches=len(sink.files),
+            bytes=sum(f.bytes for f in sink.files),
+            header=src.header,
+            columns=plan.names,
+            files=tuple(sink.files),
+            out_dir=self.out_dir,
+            stopped=stopped,
+        )
+
+    def _remove_stale(self, last_seq: int) -> None:
+        """Delete batch files left by an earlier, longer run into the same directory."""
+        for path in (self.out_dir / "batches").glob("batch-*.txt"):
+            seq = path.stem.removeprefix("batch-")
+            if seq.isdigit() and int(seq) > last_seq:
+                path.unlink()
+
+
+def _drop_unsendable(
+    encoded: list[bytes | None],
+    lines: list[int],
+    originals: list[list[str]],
+    plan: ColumnPlan,
+    row_limit: int,
+    bad: list[Reject],
+) -> tuple[list[bytes], list[int]]:
+    """Move rows with undecodable bytes or over the size limit from a block to ``bad``."""
+    keep: list[bytes] = []
+    keep_lines: list[int] = []
+    for data, line, row in zip(encoded, lines, originals, strict=True):
+        if data is not None and len(data) <= row_limit:
+            keep.append(data)
+            keep_lines.append(line)
+            continue
+        reason = RejectReason.BAD_ENCODING if data is None else RejectReason.PROFILE_TOO_LARGE
+        rid = row[plan.id_index] if len(row) > plan.id_index else ""
+        bad.append(Reject(line, row, reason, rid))
+    return keep, keep_lines
+
+
+def read_batch_rows(path: Path) -> Iterator[list[str]]:
+    """Decode a batch file back to values, as form data is decoded: the header row first.
+
+    ``+`` decodes to a space and ``%XX`` to bytes (UTF-8), the way the server
+    reads the body; trailing empty fields trimmed at encoding stay trimmed.
+    """
+    with open(path, "rb") as fh:
+        yield from _decode_lines(path, fh)
+
+
+def _decode_lines(path: Path, raw_lines: Iterable[bytes]) -> Iterator[list[str]]:
+    first = True
+    for raw in raw_lines:
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        if first:
+            if not line.startswith(b"batch="):
+                raise InputError(f"{path}: not a batch file (it must start with 'batch=')")
+            line, first = line[6:], False
+        yield [
+            unquote_to_bytes(v.replace(b"+", b" ")).decode("utf-8", "surrogateescape")
+            for v in line.split(b",")
+        ]
+
+
+def read_batch_header(path: Path) -> list[str]:
+    """The decoded column names of a batch file (id type first)."""
+    with open(path, "rb") as fh:
+        head = fh.readline()
+    return next(_decode_lines(path, [head]))

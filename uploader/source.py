@@ -1,0 +1,170 @@
+"""Read the CSV export: file, gzip or stdin, with the line number of every record.
+
+First stage of the flow (``source -> encode -> chunk``). It knows about bytes,
+text encodings and CSV syntax, and nothing about batches. Records come out in
+blocks (lists of rows plus the first physical input line of each) so that the
+next stages can work on many rows per Python call.
+
+Decoding uses ``errors='surrogateescape'``: a row with undecodable bytes still
+parses, carries lone surrogates, and is rejected as ``bad_encoding`` by the
+encoder instead of stopping the whole run; writing it back with the same
+error handler restores the original bytes in ``rejects.csv``.
+
+The CSV dialect is RFC 4180 with ``strict=True``: an unterminated quote at
+the end of the input or text after a closing quote is a ``malformed_record``
+rather than silently merged or altered data.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import sys
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, BinaryIO
+
+from uploader.errors import InputError
+
+__all__ = ["BLOCK_ROWS", "CsvSource", "RecordBlock"]
+
+BLOCK_ROWS = 256  # rows per block: amortises per-call costs; bounds memory (rows are <= ~128 KB)
+_READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
+
+
+@dataclass(slots=True)
+class RecordBlock:
+    """Consecutive records: fields, first input line of each, and unparsable records."""
+
+    rows: list[list[str]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    malformed: list[tuple[int, str]] = field(default_factory=list)  # (line, csv error)
+
+
+def _text_encoding(encoding: str) -> str:
+    """Use utf-8-sig for UTF-8 so a leading BOM is skipped (it is a no-op otherwise)."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+class CsvSource:
+    """An open export: its header, then its records in blocks.
+
+    Opening reads the header, so every whole-input problem (unreadable file,
+    empty input, no header) raises ``InputError`` here, before the caller
+    writes anything.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        delimiter: str = ",",
+        encoding: str = "utf-8",
+        stdin: BinaryIO | None = None,
+    ) -> None:
+        self.label = "<stdin>" if str(path) == "-" else str(path)
+        self._text = self._open(str(path), encoding, stdin)
+        try:
+            self._reader = csv.reader(self._text, delimiter=delimiter, strict=True)
+            self.header, self.header_line = self._read_header(encoding)
+        except BaseException:
+            self._text.close()
+            raise
+
+    def _open(self, path: str, encoding: str, stdin: BinaryIO | None) -> IO[str]:
+        try:
+            text_encoding = _text_encoding(encoding)
+        except LookupError as exc:
+            raise InputError(f"{self.label}: unknown encoding {encoding!r}") from exc
+        try:
+            if path == "-":
+                raw: Any = stdin if stdin is not None else sys.stdin.buffer
+                binary: io.BufferedReader = (
+                    raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
+                )
+            else:
+                binary = open(path, "rb")  # noqa: SIM115 - owned by the returned wrapper
+            stream: Any = binary
+            if binary.peek(2)[:2] == b"\x1f\x8b":  # gzip magic: .gz or not, stdin too
+                stream = gzip.GzipFile(fileobj=binary, mode="rb")
+        except OSError as exc:
+            raise InputError(f"{self.label}: cannot read: {exc.strerror or exc}") from exc
+        return io.TextIOWrapper(
+            stream, encoding=text_encoding, errors="surrogateescape", newline=""
+        )
+
+    def _read_header(self, encoding: str) -> tuple[tuple[str, ...], int]:
+        try:
+            header = next(self._reader, None)
+        except csv.Error as exc:
+            raise InputError(f"{self.label}:1: malformed header: {exc}") from exc
+        except _READ_ERRORS as exc:
+            raise InputError(f"{self.label}: cannot read: {exc}") from exc
+        if header is None:
+            raise InputError(f"{self.label}: empty file (no header)")
+        line = self._reader.line_num
+        if not header:
+            raise InputError(f"{self.label}:{line}: no header (the first line is empty)")
+        for name in header:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InputError(
+                    f"{self.label}:{line}: header is not valid {encoding}: {name!r}"
+                ) from exc
+        return tuple(header), line
+
+    def blocks(self, size: int = BLOCK_ROWS) -> Iterator[RecordBlock]:
+        """Yield the records after the header, ``size`` rows per block.
+
+        Blank lines are not records and are skipped. A record the CSV parser
+        cannot parse is reported in ``malformed`` with its first line, and
+        reading goes on with the next line.
+        """
+        reader = self._reader
+        prev = reader.line_num
+        block = RecordBlock()
+        while True:
+            rows, lines = block.rows, block.lines
+            want, before, blanks = size - len(rows), len(rows), 0
+            try:
+                for row in islice(reader, want):
+                    if row:
+                        rows.append(row)
+                        lines.append(prev + 1)
+                    else:
+                        blanks += 1
+                    prev = reader.line_num
+            except csv.Error as exc:
+                block.malformed.append((prev + 1, str(exc)))
+                prev = reader.line_num
+                continue
+            except _READ_ERRORS as exc:
+                raise InputError(f"{self.label}:{prev + 1}: cannot read: {exc}") from exc
+            if len(rows) >= size:
+                yield block
+                block = RecordBlock()
+            elif len(rows) - before + blanks < want:
+                break  # the reader ran dry: end of input
+        if block.rows or block.malformed:
+            yield block
+
+    def close(self) -> None:
+        self._text.close()
+
+    def __enter__(self) -> CsvSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,62 @@
+"""``uploader split INPUT --out DIR``: write batch files and rejects.csv, no network.
+
+A thin shell over ``chunk.Chunker``: run it, print a one-screen summary,
+turn the accounting into an exit code (0: every row written, 1: some rows
+rejected). Whole-input problems surface as ``InputError`` (exit 2) from the
+chunker before anything is written.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from uploader.chunk import Chunker, ChunkSummary
+from uploader.settings import BatchSettings, InputSettings
+
+__all__ = ["render_split_summary", "run_split"]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def render_split_summary(input: str, summary: ChunkSummary) -> str:
+    """The human summary printed by ``uploader split``."""
+    out = summary.out_dir
+    lines = [
+        f"split {input}",
+        f"  rows read      {summary.rows_read:>12,}",
+        f"  rows written   {summary.rows_written:>12,}",
+        f"  rows rejected  {summary.rows_rejected:>12,}",
+    ]
+    for reason, count in sorted(summary.rejected.items()):
+        lines.append(f"    {reason.value:<16}{count:>10,}")
+    lines.append(f"  batches        {summary.batches:>12,}  ({_size(summary.bytes)})")
+    if summary.files:
+        lines.append(f"  batch files    {out / 'batches'}/")
+        lines.append(
+            f"                 {summary.files[0].path.name} .. {summary.files[-1].path.name}"
+        )
+    lines.append(f"  manifest       {summary.manifest_path}")
+    lines.append(f"  rejects        {summary.rejects_path}")
+    return "\n".join(lines)
+
+
+def run_split(
+    input: str,
+    out_dir: Path,
+    input_settings: InputSettings,
+    batch_settings: BatchSettings,
+    *,
+    stdout: TextIO | None = None,
+) -> int:
+    """Run ``uploader split``; return 0 when nothing was rejected, else 1."""
+    summary = Chunker(input, Path(out_dir), input_settings, batch_settings).run()
+    print(render_split_summary(input, summary), file=stdout or sys.stdout)
+    return 1 if summary.rows_rejected else 0
