@@ -140,6 +140,40 @@ def test_formdata_round_trip(names: list[str], data: st.DataObject) -> None:
     assert decoded == [[pid, *vals] for pid, vals in rows]
 
 
+_PIECES = [
+    b"a",
+    b"\xc3\xa9",
+    b",",
+    b"\n",
+    b"\r",
+    b"+",
+    b"%2C",
+    b"%0A",
+    b"%1F",
+    b"\x1f",
+    b"%1e",
+    b"%E2%82%AC",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=40))
+def test_window_decoder_equals_field_by_field(pieces: list[bytes]) -> None:
+    value = b"".join(pieces)
+    slow = [[fd.decode_field(f) for f in row] for row in fd.iter_rows(value)]
+    assert list(fd.iter_decoded_rows(value)) == slow
+
+
+def test_window_decoder_across_many_windows() -> None:
+    rows = [["thirdPartyId", "a", "b"]] + [
+        [f"C{i}", TRICKY[i % len(TRICKY)], "x" * (i % 50)] for i in range(30_000)
+    ]
+    value = fd.scan_batch(body_of(rows)).value
+    assert len(value) > 3 * (1 << 18)  # several applier windows
+    slow = [[fd.decode_field(f) for f in row] for row in fd.iter_rows(value)]
+    assert list(fd.iter_decoded_rows(value)) == slow == rows[1:]
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=40).map(lambda b: bytes(b"ab\r\n,"[x % 5] for x in b)))
 def test_count_rows_matches_iter_lines(value: bytes) -> None:
@@ -434,6 +468,20 @@ async def test_per_row_failures_are_listed_in_v2_details(
     assert failed == [("a+b", "error"), ("a/b", "error"), ("wide", "error"), ("", "error")]
     assert all(p.findtext("message") for p in doc.iter("profile"))
     assert (await fetch(http, emulator, "a+b"))[0] == 404
+
+
+async def test_profile_over_64_kb_fails_its_row(
+    emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    url = await submit_ok(
+        http,
+        emulator,
+        [["thirdPartyId", "a", "b"], ["big", "é" * 20_000, "x" * 30_000], ["ok", "1"]],
+    )
+    await emulator.wait_applied()
+    doc = await batch_status(http, url)
+    assert [doc.findtext(k) for k in ("successfulUpdates", "failedUpdates")] == ["1", "1"]
+    assert [p.findtext("message") for p in doc.iter("profile")] == ["Profile exceeds 64 KB"]
 
 
 async def test_pc_id_profiles_and_fetch_by_mbox_pc(

@@ -39,6 +39,7 @@ __all__ = [
     "count_rows",
     "decode_field",
     "encode_body",
+    "iter_decoded_rows",
     "iter_lines",
     "iter_rows",
     "parse_header",
@@ -57,6 +58,9 @@ _HIGH_ESCAPE = re.compile(rb"%[89A-Fa-f]")
 _BLANK_AFTER_NL = re.compile(rb"\n\r?(?=\n|\Z)")
 _UTF8_CHUNK = 1 << 16
 _WINDOW = 1 << 18
+# raw "," and "\n" become these before a window is decoded at once (see _decode_window_fast)
+_FIELD_SEP, _LINE_SEP = "\x1f", "\x1e"
+_SEPARATORS = bytes.maketrans(b",\n", b"\x1f\x1e")
 
 
 class BatchFormatError(ValueError):
@@ -207,6 +211,64 @@ def iter_rows(value: bytes) -> Iterator[list[bytes]]:
     next(lines, None)
     for line in lines:
         yield line.split(b",")
+
+
+def _decode_window_fast(raw: bytes) -> list[list[str]] | None:
+    """Decode many lines with a handful of C-level passes, or None when ambiguous.
+
+    Raw separators are swapped for control characters first, the whole window
+    is percent- and UTF-8-decoded at once, and the result is trusted only if no
+    escape produced (and no raw byte was) one of those control characters.
+    """
+    raw = raw.replace(b"\r\n", b"\n")
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    commas, newlines = raw.count(b","), raw.count(b"\n")
+    data = raw.translate(_SEPARATORS).replace(b"+", b" ")
+    if b"%" in data:
+        if _BAD_ESCAPE.search(data):
+            return None
+        data = _percent_decode(data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text.count(_FIELD_SEP) != commas or text.count(_LINE_SEP) != newlines:
+        return None
+    return [line.split(_FIELD_SEP) for line in text.split(_LINE_SEP) if line]
+
+
+def _decode_line_lenient(line: bytes) -> list[str]:
+    """Slow path, one field at a time; an undecodable field (impossible once
+    :func:`scan_batch` accepted the body) keeps its bytes with U+FFFD."""
+    fields = []
+    for raw in line.split(b","):
+        try:
+            fields.append(decode_field(raw))
+        except BatchFormatError:
+            fields.append(raw.decode("utf-8", "replace"))
+    return fields
+
+
+def iter_decoded_rows(value: bytes) -> Iterator[list[str]]:
+    """The decoded fields of every row after the header, a window at a time.
+
+    Same result as decoding :func:`iter_rows` field by field (property-tested),
+    several times faster: this is the applier's hot loop.
+    """
+    pos, size, header_seen = 0, len(value), False
+    while pos < size:
+        end = value.find(b"\n", pos + _WINDOW)
+        if end < 0:
+            end = size
+        window = value[pos:end]
+        rows = _decode_window_fast(window)
+        if rows is None:
+            rows = [_decode_line_lenient(line) for line in iter_lines(window)]
+        if not header_seen and rows:
+            rows, header_seen = rows[1:], True
+        yield from rows
+        pos = end + 1
 
 
 def encode_body(rows: list[list[str]]) -> bytes:
