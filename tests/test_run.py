@@ -73,7 +73,7 @@ async def test_v1_counts_unknown_ids_as_not_found_and_updates_known(
 ) -> None:
     emu = await emulator_factory()
     known = export(tmp_path, 50)
-    assert (await run(emu, known, tmp_path / "w2", api="v2")).exit_code == 0
+    assert (await run(emu, known, tmp_path / "w2", target__api="v2")).exit_code == 0
     rows = [[f"C{i:05d}", "platinum", "", ""] for i in range(25, 75)]
     src = write_csv(tmp_path / "v1.csv", HEADER, rows)
     outcome = await run(emu, src, tmp_path / "w1", target__api="v1")
