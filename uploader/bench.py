@@ -1,0 +1,517 @@
+"""``uploader bench``: measure the real pipeline against a target, end to end.
+
+Generates a synthetic export (``gen.py``), runs ``pipeline.run_pipeline`` on
+it exactly as ``uploader run`` would, against the built-in emulator (started
+in this process, with latency, an in-flight limit and an apply rate) or
+against ``--base-url``, then reads the journal for the per-batch timestamps
+and prints one table (``--json PATH`` also writes the figures).
+
+The figures, and the keys of the JSON document:
+
+* ``rows``, ``batches``, ``bytes``: what was generated and sent;
+  ``expected_batches`` = ceil(rows / max_batch_rows) when the row bound binds.
+* ``submit_window_s``: first submit started -> last batch accepted (journal);
+  ``throughput`` over that window: ``rows_per_s``, ``mb_per_s`` (1 MB = 1e6
+  bytes), ``batches_per_s``.
+* ``submit_latency_s``: p50/p95/p99 of single HTTP submit requests (the
+  Submitter's own timings); ``submit_stage_s``: submitted_at -> accepted_at
+  per batch (includes waiting for a slot of the adaptive limiter and retries).
+* ``complete_latency_s``: submitted_at -> final_at of batches that completed.
+* ``requests``: submits, retries, throttled, status_polls (journal counters);
+  ``throttled_fraction`` = throttled / submits.
+* ``peak_rss_mb``: ru_maxrss of this process (it includes the in-process
+  emulator unless ``--base-url`` is given).
+* ``elapsed_s`` (whole pipeline run), ``generate_s``, ``status`` and
+  ``exit_code`` of the run, ``machine``, ``settings``, ``target``.
+
+Timings go to stdout as a table; nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from uploader.emulator import Emulator, EmulatorConfig
+from uploader.emulator.config import parse_latency
+from uploader.gen import generate_export
+from uploader.journal import BatchRecord, Journal
+from uploader.settings import MAX_BATCH_BYTES, Settings, load_settings
+from uploader.states import BatchState
+
+__all__ = [
+    "BenchOptions",
+    "add_arguments",
+    "batch_figures",
+    "machine_info",
+    "main",
+    "options_from_args",
+    "percentiles",
+    "run_bench",
+]
+
+MB = 1_000_000
+EXIT_OK, EXIT_ERROR = 0, 1
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """One benchmark run (defaults are the ``--help`` defaults)."""
+
+    rows: int = 100_000
+    id_prefix: str = "B"
+    seed: int = 0
+    max_batch_rows: int = 1_000
+    max_batch_bytes: int = 50_000_000
+    concurrency: int = 8
+    api: str = "v2"
+    wait: bool = True
+    poll_initial_s: float = 0.5
+    poll_max_s: float = 5.0
+    # The built-in emulator (ignored with base_url).
+    latency_ms: tuple[float, float] = (50.0, 50.0)
+    max_inflight: int | None = None
+    apply_rate: float = 1_000_000.0
+    retry_after_s: float = 1.0
+    # An external target.
+    base_url: str | None = None
+    client: str = "bench"
+    work_dir: Path | None = None
+    keep: bool = False
+    loop: str = "auto"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``uploader bench`` (every default shown in ``--help``)."""
+    d = BenchOptions()
+    add = parser.add_argument
+    g = parser.add_argument_group("workload")
+    g.add_argument("--rows", type=int, default=d.rows, help=f"rows to generate (default {d.rows})")
+    g.add_argument(
+        "--id-prefix",
+        default=d.id_prefix,
+        help=f"profile ids are PREFIX1.. (default {d.id_prefix})",
+    )
+    g.add_argument("--seed", type=int, default=d.seed, help=f"generator seed (default {d.seed})")
+    g.add_argument(
+        "--max-batch-rows",
+        type=int,
+        default=d.max_batch_rows,
+        metavar="N",
+        help=f"rows per batch (default {d.max_batch_rows})",
+    )
+    g.add_argument(
+        "--max-batch-bytes",
+        type=int,
+        default=d.max_batch_bytes,
+        metavar="N",
+        help=f"bytes per batch (default {d.max_batch_bytes})",
+    )
+    g = parser.add_argument_group("client")
+    g.add_argument(
+        "--concurrency",
+        type=int,
+        default=d.concurrency,
+        metavar="N",
+        help=f"max submits in flight (default {d.concurrency})",
+    )
+    g.add_argument("--api", choices=("v1", "v2"), default=d.api, help=f"(default {d.api})")
+    g.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=d.wait,
+        help="follow batches to `complete` (default --wait; needed for complete latency)",
+    )
+    g.add_argument(
+        "--poll-initial",
+        type=float,
+        default=d.poll_initial_s,
+        metavar="S",
+        help=f"first status poll after S seconds (default {d.poll_initial_s})",
+    )
+    g.add_argument(
+        "--poll-max",
+        type=float,
+        default=d.poll_max_s,
+        metavar="S",
+        help=f"longest interval between polls (default {d.poll_max_s})",
+    )
+    g.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default=d.loop,
+        help=f"event loop (default {d.loop})",
+    )
+    g = parser.add_argument_group("built-in emulator (default target)")
+    g.add_argument(
+        "--latency-ms",
+        type=parse_latency,
+        default=d.latency_ms,
+        metavar="A-B",
+        help="latency of every submit, uniform in A-B ms (default 50)",
+    )
+    g.add_argument(
+        "--max-inflight",
+        type=int,
+        default=d.max_inflight,
+        metavar="N",
+        help="HTTP 429 above N submits in flight (default: no limit)",
+    )
+    g.add_argument(
+        "--apply-rate",
+        type=float,
+        default=d.apply_rate,
+        metavar="R",
+        help=f"rows applied per second (default {d.apply_rate:g})",
+    )
+    g.add_argument(
+        "--retry-after",
+        type=float,
+        default=d.retry_after_s,
+        metavar="S",
+        help=f"Retry-After of a 429 (default {d.retry_after_s:g})",
+    )
+    g = parser.add_argument_group("external target (instead of the emulator)")
+    g.add_argument("--base-url", default=None, metavar="URL", help="API base URL (default: none)")
+    g.add_argument(
+        "--client", default=d.client, metavar="CODE", help=f"client code (default {d.client})"
+    )
+    g = parser.add_argument_group("output")
+    add("--json", default=None, metavar="PATH", help="also write the figures as JSON here")
+    add("--work-dir", default=None, metavar="DIR", help="keep export and run here (default: temp)")
+    add("--keep", action="store_true", help="keep the temporary work dir (default: delete)")
+
+
+def options_from_args(ns: argparse.Namespace) -> BenchOptions:
+    return BenchOptions(
+        rows=ns.rows,
+        id_prefix=ns.id_prefix,
+        seed=ns.seed,
+        max_batch_rows=ns.max_batch_rows,
+        max_batch_bytes=ns.max_batch_bytes,
+        concurrency=ns.concurrency,
+        api=ns.api,
+        wait=ns.wait,
+        poll_initial_s=ns.poll_initial,
+        poll_max_s=ns.poll_max,
+        latency_ms=(float(ns.latency_ms[0]), float(ns.latency_ms[1])),
+        max_inflight=ns.max_inflight,
+        apply_rate=ns.apply_rate,
+        retry_after_s=ns.retry_after,
+        base_url=ns.base_url,
+        client=ns.client,
+        work_dir=Path(ns.work_dir) if ns.work_dir else None,
+        keep=ns.keep,
+        loop=ns.loop,
+    )
+
+
+def main(ns: argparse.Namespace) -> int:
+    """Run the benchmark, print the table, write ``--json``; 0 when the run completed."""
+    from uploader.cli import run_async
+
+    opts = options_from_args(ns)
+    if opts.rows < 1:
+        print("uploader bench: --rows must be at least 1", file=sys.stderr)
+        return 2
+    with _work_dir(opts) as work_dir:
+        result = run_async(run_bench(opts, work_dir), opts.loop)
+    render_table(result)
+    if ns.json:
+        path = Path(ns.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return EXIT_OK if result["exit_code"] == 0 else EXIT_ERROR
+
+
+@contextlib.contextmanager
+def _work_dir(opts: BenchOptions) -> Iterator[Path]:
+    if opts.work_dir is not None:
+        opts.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        yield opts.work_dir
+        return
+    tmp = tempfile.mkdtemp(prefix="uploader-bench-")
+    try:
+        yield Path(tmp)
+    finally:
+        if opts.keep:
+            print(f"uploader bench: kept {tmp}", file=sys.stderr)
+        else:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def settings_for(opts: BenchOptions, base_url: str) -> Settings:
+    """The run settings: product defaults except what the benchmark varies."""
+    overrides: dict[str, Any] = {
+        "target.client": opts.client,
+        "target.base_url": base_url,
+        "target.api": opts.api,
+        "batch.max_rows": opts.max_batch_rows,
+        "batch.max_bytes": min(opts.max_batch_bytes, MAX_BATCH_BYTES - 1),
+        "submit.concurrency": opts.concurrency,
+        "status.wait": opts.wait,
+        "status.poll_initial_s": opts.poll_initial_s,
+        "status.poll_max_s": max(opts.poll_max_s, opts.poll_initial_s),
+        "run.progress": "none",
+        "run.fresh": True,
+    }
+    return load_settings(None, overrides)
+
+
+async def run_bench(opts: BenchOptions, work_dir: Path) -> dict[str, Any]:
+    """Generate, run the pipeline, and return the figures (the JSON document)."""
+    started = time.perf_counter()
+    info = generate_export(
+        work_dir / "export.csv", opts.rows, seed=opts.seed, id_prefix=opts.id_prefix
+    )
+    generate_s = time.perf_counter() - started
+    async with _target(opts) as (base_url, emulator):
+        settings = settings_for(opts, base_url)
+        run_dir = work_dir / "run"
+        timings = _SubmitTimings()
+        began = time.perf_counter()
+        from uploader.pipeline import run_pipeline
+
+        outcome = await run_pipeline(
+            str(info.path),
+            settings,
+            run_dir,
+            job_id=f"bench-{opts.rows}",
+            progress=timings.progress,
+            install_signals=False,
+        )
+        elapsed = time.perf_counter() - began
+        emulator_stats = emulator.stats() if emulator else None
+    with Journal(run_dir / "journal.sqlite") as journal:
+        records = journal.batches()
+    report = outcome.report
+    requests = {k: int(report["requests"].get(k, 0)) for k in _REQUEST_KEYS}
+    figures = batch_figures(records, timings.latencies())
+    expected = math.ceil(info.valid_rows / opts.max_batch_rows)
+    return {
+        "rows": opts.rows,
+        "rows_submitted": int(report["rows"]["submitted"]),
+        "rows_successful": int(report["rows"]["successful"]),
+        "batches": len(records),
+        "expected_batches": expected,
+        "bytes": sum(r.bytes for r in records),
+        **figures,
+        "requests": requests,
+        "throttled_fraction": _ratio(requests["throttled"], requests["submits"]),
+        "retried_fraction": _ratio(requests["retries"], requests["submits"]),
+        "peak_rss_mb": round(peak_rss_bytes() / MB, 1),
+        "peak_rss_includes_emulator": emulator_stats is not None,
+        "elapsed_s": round(elapsed, 3),
+        "generate_s": round(generate_s, 3),
+        "status": report["status"],
+        "exit_code": outcome.exit_code,
+        "settings": {
+            "concurrency": opts.concurrency,
+            "max_batch_rows": opts.max_batch_rows,
+            "max_batch_bytes": settings.batch.max_bytes,
+            "api": opts.api,
+            "wait": opts.wait,
+            "poll_initial_s": opts.poll_initial_s,
+            "poll_max_s": settings.status.poll_max_s,
+        },
+        "target": {
+            "base_url": base_url,
+            "emulator": emulator_stats is not None,
+            "latency_ms": list(opts.latency_ms) if emulator_stats is not None else None,
+            "max_inflight": opts.max_inflight if emulator_stats is not None else None,
+            "apply_rate": opts.apply_rate if emulator_stats is not None else None,
+        },
+        "emulator_stats": emulator_stats,
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
+        "machine": machine_info(),
+    }
+
+
+_REQUEST_KEYS = ("submits", "retries", "throttled", "status_polls")
+
+
+@contextlib.asynccontextmanager
+async def _target(opts: BenchOptions) -> AsyncIterator[tuple[str, Emulator | None]]:
+    if opts.base_url:
+        yield opts.base_url, None
+        return
+    config = EmulatorConfig(
+        apply_rate=opts.apply_rate,
+        latency_ms=opts.latency_ms,
+        max_inflight=opts.max_inflight,
+        retry_after_s=opts.retry_after_s,
+    )
+    async with Emulator(config) as emu:
+        yield emu.base_url, emu
+
+
+class _SubmitTimings:
+    """Reaches the Submitter's per-request timings through the progress hook.
+
+    ``run_pipeline`` exposes no handle on its Submitter; the snapshot function
+    it hands to ``progress`` closes over the run, whose ``submitter.stats``
+    keeps ``latencies_s``. When that shape changes, the benchmark falls back
+    to journal timings (``submit_stage_s``) instead of failing.
+    """
+
+    def __init__(self) -> None:
+        self._stats: Any = None
+
+    @contextlib.asynccontextmanager
+    async def progress(self, snapshot: Callable[[], dict[str, Any]]) -> AsyncIterator[None]:
+        for cell in getattr(snapshot, "__closure__", None) or ():
+            with contextlib.suppress(ValueError):
+                stats = getattr(getattr(cell.cell_contents, "submitter", None), "stats", None)
+                if isinstance(getattr(stats, "latencies_s", None), list):
+                    self._stats = stats
+        yield
+
+    def latencies(self) -> list[float] | None:
+        return list(self._stats.latencies_s) if self._stats is not None else None
+
+
+def batch_figures(
+    records: Sequence[BatchRecord], request_latencies: Sequence[float] | None
+) -> dict[str, Any]:
+    """Throughput and latency figures from the journal's per-batch timestamps."""
+    accepted = [r for r in records if r.submitted_at is not None and r.accepted_at is not None]
+    window = 0.0
+    if accepted:
+        window = max(_f(r.accepted_at) for r in accepted) - min(
+            _f(r.submitted_at) for r in accepted
+        )
+    rows = sum(r.rows for r in accepted)
+    size = sum(r.bytes for r in accepted)
+    stage = [_f(r.accepted_at) - _f(r.submitted_at) for r in accepted]
+    complete = [
+        _f(r.final_at) - _f(r.submitted_at)
+        for r in records
+        if r.state is BatchState.COMPLETE and r.submitted_at is not None and r.final_at is not None
+    ]
+    return {
+        "batches_accepted": len(accepted),
+        "submit_window_s": round(window, 4),
+        "throughput": {
+            "rows_per_s": round(rows / window, 1) if window > 0 else None,
+            "mb_per_s": round(size / MB / window, 3) if window > 0 else None,
+            "batches_per_s": round(len(accepted) / window, 2) if window > 0 else None,
+        },
+        "submit_latency_s": percentiles(request_latencies or []),
+        "submit_latency_source": "submitter" if request_latencies is not None else "unavailable",
+        "submit_stage_s": percentiles(stage),
+        "complete_latency_s": percentiles(complete),
+    }
+
+
+def percentiles(values: Sequence[float], points: Sequence[int] = (50, 95, 99)) -> dict[str, Any]:
+    """Linear-interpolated percentiles (None when there are no values), and ``n``."""
+    ordered = sorted(values)
+    out: dict[str, Any] = {"n": len(ordered)}
+    for p in points:
+        out[f"p{p}"] = round(_percentile(ordered, p), 4) if ordered else None
+    return out
+
+
+def _percentile(ordered: Sequence[float], p: float) -> float:
+    pos = (len(ordered) - 1) * p / 100.0
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def _f(value: float | None) -> float:
+    assert value is not None
+    return value
+
+
+def _ratio(a: int, b: int) -> float:
+    return round(a / b, 4) if b else 0.0
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+    }
+
+
+def render_table(result: dict[str, Any]) -> None:
+    """The figures as one rich table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="uploader bench", title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in _table_rows(result):
+        table.add_row(name, value)
+    Console().print(table)
+
+
+def _table_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    tp, req = r["throughput"], r["requests"]
+    t = r["target"]
+    where = t["base_url"]
+    if t["emulator"]:
+        low, high = t["latency_ms"]
+        lat = f"{low:g}" if low == high else f"{low:g}-{high:g}"
+        where += f" (emulator: latency {lat} ms, max in flight {t['max_inflight']}, "
+        where += f"apply {t['apply_rate']:g} rows/s)"
+    s = r["settings"]
+    return [
+        ("target", where),
+        ("rows / batches / bytes", f"{r['rows']:,} / {r['batches']:,} / {r['bytes'] / MB:,.1f} MB"),
+        ("concurrency / batch rows", f"{s['concurrency']} / {s['max_batch_rows']:,}"),
+        ("submit window", f"{r['submit_window_s']:.3f} s"),
+        ("throughput rows/s", _num(tp["rows_per_s"], ",.0f")),
+        ("throughput MB/s", _num(tp["mb_per_s"], ".2f")),
+        ("throughput batches/s", _num(tp["batches_per_s"], ".1f")),
+        ("submit request p50/p95/p99", _pct(r["submit_latency_s"])),
+        ("submit stage p50/p95/p99", _pct(r["submit_stage_s"])),
+        ("submit -> complete p50/p95/p99", _pct(r["complete_latency_s"])),
+        (
+            "submits / retries / throttled",
+            f"{req['submits']} / {req['retries']} / {req['throttled']}",
+        ),
+        ("throttled fraction", f"{r['throttled_fraction']:.2%}"),
+        ("status polls", f"{req['status_polls']}"),
+        (
+            "peak RSS" + (" (incl. emulator)" if r["peak_rss_includes_emulator"] else ""),
+            f"{r['peak_rss_mb']:.1f} MB",
+        ),
+        ("run elapsed / generate", f"{r['elapsed_s']:.2f} s / {r['generate_s']:.2f} s"),
+        ("status / exit code", f"{r['status']} / {r['exit_code']}"),
+    ]
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _pct(p: dict[str, Any]) -> str:
+    if not p["n"]:
+        return "-"
+    return " / ".join(f"{p[k] * 1000:.1f}" for k in ("p50", "p95", "p99")) + f" ms (n={p['n']})"
