@@ -1,0 +1,265 @@
+"""What a user sees when something is wrong: one clear line, the documented exit code.
+
+Each test runs the real command line in a subprocess (``python -m uploader``)
+and checks stderr line by line: no traceback, exactly one ``uploader: error:``
+line, and nothing sent when the exit code is 2. Servers are the in-process
+emulator on 127.0.0.1; the test's event loop keeps serving it while the
+subprocess runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import EmulatorFactory
+from uploader.gen import generate_export
+
+ERROR = "uploader: error: "
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def lines(self) -> list[str]:
+        return self.stderr.splitlines()
+
+    def error_lines(self) -> list[str]:
+        return [line for line in self.lines if line.startswith(ERROR)]
+
+
+async def uploader(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Result:
+    environ = {k: v for k, v in os.environ.items() if k != "TARGET_PROFILE_TOKEN"}
+    environ.update(env or {})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "uploader",
+        *args,
+        cwd=cwd,
+        env=environ,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return Result(proc.returncode, out.decode(), err.decode())
+
+
+def assert_one_error_line(r: Result, code: int, text: str) -> str:
+    """Exactly one line, which is the error, and it says ``text``."""
+    assert "Traceback" not in r.stderr
+    assert r.code == code, r.stderr
+    assert len(r.lines) == 1, r.stderr
+    line = r.lines[0]
+    assert line.startswith(ERROR)
+    assert text in line, line
+    return line
+
+
+def assert_summary_then_error(r: Result, code: int, status: str, text: str) -> str:
+    """The run's summary, then exactly one error line, last."""
+    assert "Traceback" not in r.stderr
+    assert r.code == code, r.stderr
+    assert r.lines[0].startswith("uploader job "), r.stderr
+    assert r.lines[0].endswith(f": {status} (exit {code})"), r.lines[0]
+    assert r.error_lines() == [r.lines[-1]], r.stderr
+    assert text in r.lines[-1], r.lines[-1]
+    return r.lines[-1]
+
+
+def small_export(tmp_path: Path, rows: int = 50) -> Path:
+    return generate_export(tmp_path / "export.csv", rows, seed=1).path
+
+
+def report(work_dir: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads((work_dir / "report.json").read_text())
+    return data
+
+
+# -- usage, configuration and input errors: exit 2, nothing sent --------------------------
+
+
+async def test_missing_input_file(tmp_path: Path) -> None:
+    r = await uploader("run", "nope.csv", "--client", "demo", "--work-dir", "w", cwd=tmp_path)
+    assert_one_error_line(r, 2, "nope.csv: no such file")
+    assert report(tmp_path / "w")["status"] == "error"
+
+
+async def test_missing_client(tmp_path: Path) -> None:
+    small_export(tmp_path)
+    r = await uploader("run", "export.csv", cwd=tmp_path)
+    assert_one_error_line(r, 2, "target.client is required")
+
+
+async def test_empty_file_has_no_header(tmp_path: Path, emulator_factory: EmulatorFactory) -> None:
+    emu = await emulator_factory()
+    (tmp_path / "empty.csv").write_bytes(b"")
+    r = await uploader(
+        "run",
+        "empty.csv",
+        "--client",
+        "demo",
+        "--base-url",
+        emu.base_url,
+        "--work-dir",
+        "w",
+        "--progress",
+        "none",
+        cwd=tmp_path,
+    )
+    assert_summary_then_error(r, 2, "ERROR", "empty.csv")
+    assert emu.stats()["submits"] == 0
+    assert report(tmp_path / "w")["status"] == "error"
+
+
+async def test_unknown_config_key(tmp_path: Path) -> None:
+    small_export(tmp_path)
+    (tmp_path / "c.toml").write_text('[submit]\nconcurency = 4\n[target]\nclient = "demo"\n')
+    r = await uploader("run", "export.csv", "--config", "c.toml", cwd=tmp_path)
+    assert_one_error_line(r, 2, "c.toml: unknown config key submit.concurency")
+
+
+async def test_token_in_config_file_is_refused(tmp_path: Path) -> None:
+    small_export(tmp_path)
+    (tmp_path / "c.toml").write_text('[target]\nclient = "demo"\ntoken = "secret"\n')
+    r = await uploader("run", "export.csv", "--config", "c.toml", cwd=tmp_path)
+    line = assert_one_error_line(r, 2, "unknown config key target.token")
+    assert "environment" in line
+    assert "secret" not in r.stderr
+
+
+async def test_concurrency_zero(tmp_path: Path) -> None:
+    small_export(tmp_path)
+    r = await uploader("run", "export.csv", "--client", "demo", "--concurrency", "0", cwd=tmp_path)
+    assert_one_error_line(r, 2, "submit.concurrency must be greater than 0; got 0")
+
+
+async def test_batch_rows_above_target_limit(tmp_path: Path) -> None:
+    small_export(tmp_path)
+    r = await uploader(
+        "run", "export.csv", "--client", "demo", "--max-batch-rows", "600000", cwd=tmp_path
+    )
+    assert_one_error_line(r, 2, "batch.max_rows 600000 is above Target's limit of 500000 rows")
+
+
+async def test_plain_http_to_remote_host(tmp_path: Path) -> None:
+    small_export(tmp_path)
+    r = await uploader(
+        "run", "export.csv", "--client", "demo", "--base-url", "http://example.com", cwd=tmp_path
+    )
+    assert_one_error_line(r, 2, "uses plain http to a non-loopback host")
+
+
+async def test_status_without_journal(tmp_path: Path) -> None:
+    r = await uploader("status", "nowhere", cwd=tmp_path)
+    assert_one_error_line(r, 2, "nowhere: no journal here")
+
+
+async def test_argparse_errors_are_usage_plus_one_line(tmp_path: Path) -> None:
+    """argparse's own format: the usage, then one ``uploader run: error:`` line, exit 2."""
+    r = await uploader("run", "x.csv", "--concurrency", "many", cwd=tmp_path)
+    assert r.code == 2
+    assert r.lines[0].startswith("usage: uploader run")
+    assert r.lines[-1] == "uploader run: error: argument --concurrency: invalid int value: 'many'"
+    assert "Traceback" not in r.stderr
+
+
+# -- the server: unreachable, 401 ---------------------------------------------------------
+
+
+async def test_unreachable_server(tmp_path: Path) -> None:
+    """Connection refused: every batch fails after its attempts; exit 1, failed.csv to resend."""
+    small_export(tmp_path)
+    r = await uploader(
+        "run",
+        "export.csv",
+        "--client",
+        "demo",
+        "--base-url",
+        "http://127.0.0.1:1",
+        "--max-attempts",
+        "1",
+        "--work-dir",
+        "w",
+        "--progress",
+        "none",
+        cwd=tmp_path,
+    )
+    assert "Traceback" not in r.stderr
+    assert r.code == 1, r.stderr
+    # One log line per failed batch (the default log level shows warnings), then the summary.
+    warning, summary = r.lines[0], r.lines[1]
+    assert " WARNING uploader.submit: batch 000001 failed: submit 127.0.0.1:1: cannot connect" in (
+        warning
+    )
+    assert summary.startswith("uploader job export-") and summary.endswith(": PARTIAL (exit 1)")
+    assert sum("WARNING" in line for line in r.lines) == 1
+    assert r.error_lines() == []
+    assert r.lines[-1] == "hint      see w/failed.csv; feed failed.csv back with `uploader run`"
+    rep = report(tmp_path / "w")
+    assert rep["status"] == "partial"
+    assert rep["rows"] == {
+        "read": 50,
+        "rejected": 0,
+        "submitted": 50,
+        "successful": 0,
+        "failed": 50,
+        "not_found": 0,
+        "pending": 0,
+    }
+    assert (tmp_path / "w" / "failed.csv").exists()
+
+
+async def test_401_without_token(tmp_path: Path, emulator_factory: EmulatorFactory) -> None:
+    emu = await emulator_factory(token="s3cret")
+    small_export(tmp_path)
+    r = await uploader(
+        "run",
+        "export.csv",
+        "--client",
+        "demo",
+        "--base-url",
+        emu.base_url,
+        "--work-dir",
+        "w",
+        "--progress",
+        "none",
+        cwd=tmp_path,
+    )
+    line = assert_summary_then_error(r, 2, "ERROR", "401")
+    assert "AuthError" in line
+    assert emu.stats()["batches_accepted"] == 0
+    assert report(tmp_path / "w")["status"] == "error"
+
+
+async def test_401_with_wrong_token_never_prints_it(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    emu = await emulator_factory(token="s3cret")
+    small_export(tmp_path)
+    r = await uploader(
+        "run",
+        "export.csv",
+        "--client",
+        "demo",
+        "--base-url",
+        emu.base_url,
+        "--work-dir",
+        "w",
+        "--progress",
+        "none",
+        cwd=tmp_path,
+        env={"TARGET_PROFILE_TOKEN": "wrong-token-value"},
+    )
+    assert_summary_then_error(r, 2, "ERROR", "401")
+    assert "wrong-token-value" not in r.stderr + r.stdout
+    assert "wrong-token-value" not in (tmp_path / "w" / "report.json").read_text()
