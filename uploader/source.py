@@ -69,15 +69,16 @@ class CsvSource:
         stdin: BinaryIO | None = None,
     ) -> None:
         self.label = "<stdin>" if str(path) == "-" else str(path)
+        self._binary: IO[bytes] | None = None
         self._text = self._open(str(path), encoding, stdin)
         try:
             self._reader = csv.reader(self._text, delimiter=delimiter, strict=True)
             self.header, self.header_line = self._read_header(encoding)
         except BaseException:
-            self._text.close()
+            self.close()
             raise
 
-    def _open(self, path: str, encoding: str, stdin: BinaryIO | None) -> IO[str]:
+    def _open(self, path: str, encoding: str, stdin: BinaryIO | None) -> io.TextIOWrapper:
         try:
             text_encoding = _text_encoding(encoding)
         except LookupError as exc:
@@ -89,11 +90,14 @@ class CsvSource:
                     raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
                 )
             else:
-                binary = open(path, "rb")  # noqa: SIM115 - owned by the returned wrapper
+                binary = open(path, "rb")  # noqa: SIM115 - closed in close()
+            self._binary = binary  # GzipFile does not close the file it wraps
             stream: Any = binary
             if binary.peek(2)[:2] == b"\x1f\x8b":  # gzip magic: .gz or not, stdin too
                 stream = gzip.GzipFile(fileobj=binary, mode="rb")
         except OSError as exc:
+            if self._binary is not None:
+                self._binary.close()
             raise InputError(f"{self.label}: cannot read: {exc.strerror or exc}") from exc
         return io.TextIOWrapper(
             stream, encoding=text_encoding, errors="surrogateescape", newline=""
@@ -156,7 +160,17 @@ class CsvSource:
             yield block
 
     def close(self) -> None:
-        self._text.close()
+        """Close the input; standard input is left open (it is not ours)."""
+        if self.label == "<stdin>":
+            inner = self._text.detach()  # keeps the wrapper from closing stdin
+            if isinstance(inner, gzip.GzipFile):
+                inner.close()  # does not close the stream it wraps
+            return
+        try:
+            self._text.close()
+        finally:
+            if self._binary is not None:
+                self._binary.close()
 
     def __enter__(self) -> CsvSource:
         return self
