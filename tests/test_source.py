@@ -118,7 +118,7 @@ def test_truncated_gzip_is_an_input_error_with_a_line(tmp_path: Path) -> None:
 
 def test_stdin_is_left_open() -> None:
     stdin = io.BytesIO(b"id\nC1\n")
-    buffered = io.BufferedReader(stdin)  # type: ignore[arg-type]
-    with CsvSource("-", stdin=buffered) as src:  # type: ignore[arg-type]
+    buffered = io.BufferedReader(stdin)
+    with CsvSource("-", stdin=buffered) as src:
         assert records(src)[0] == [(2, ["C1"])]
     assert not buffered.closed
