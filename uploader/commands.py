@@ -16,9 +16,10 @@ from pathlib import Path
 from uploader import report as reporting
 from uploader.errors import InputError, UploaderError
 from uploader.journal import Journal
-from uploader.pipeline import RunOutcome, default_job_id, run_pipeline
+from uploader.pipeline import run_pipeline
 from uploader.progress import progress_display
 from uploader.settings import Settings
+from uploader.workdir import RunOutcome, default_job_id
 
 __all__ = ["find_batch_files", "run_command", "status_command", "submit_command"]
 

@@ -17,82 +17,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import os
-import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from uploader import report as reporting
-from uploader.chunk import BatchFile, Chunker, read_batch_rows
+from uploader.chunk import BatchFile, Chunker
 from uploader.client import TargetClient
 from uploader.errors import ConfigError, InputError, UploaderError
 from uploader.journal import BatchRecord, Journal
 from uploader.poll import Poller
 from uploader.retry import Sleep
-from uploader.settings import MAX_BATCH_BYTES, MAX_BATCH_ROWS, Settings
+from uploader.settings import Settings
 from uploader.states import BatchState
 from uploader.submit import SubmitJob, Submitter
+from uploader.workdir import (
+    RunOutcome,
+    clear_outputs,
+    describe_batch_file,
+    fingerprint,
+    write_outputs,
+)
 
-__all__ = ["RunOutcome", "default_job_id", "fingerprint", "run_pipeline"]
+__all__ = ["RunOutcome", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
 # How long requests already on the wire may finish after SIGINT/SIGTERM.
 STOP_GRACE_S = 5.0
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    report: dict[str, Any]
-    exit_code: int
-    work_dir: Path
-
-
-def default_job_id(input_name: str, settings: Settings) -> str:
-    """Stable for the same input and target, so re-running the same command resumes."""
-    stem = "stdin" if input_name == "-" else Path(input_name).name.split(".")[0] or "input"
-    where = input_name if input_name == "-" else str(Path(input_name).resolve())
-    key = "\0".join((where, settings.target.base_url, settings.target.client, settings.target.api))
-    return f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-
-
-def fingerprint(
-    input_name: str, settings: Settings, files: Sequence[Path] | None = None
-) -> dict[str, Any]:
-    """What must not change between a run and its resume."""
-    inp = settings.input
-    source: dict[str, Any] = {"path": input_name}
-    if files is not None:
-        source = {"files": [[str(f.resolve()), f.stat().st_size] for f in files]}
-    elif input_name != "-":
-        path = Path(input_name)
-        st = path.stat()
-        head = hashlib.sha256()
-        with path.open("rb") as fh:
-            head.update(fh.read(1 << 20))
-        source = {"path": str(path.resolve()), "size": st.st_size, "head_sha256": head.hexdigest()}
-    source.update(
-        id_column=inp.id_column,
-        id_type=inp.id_type,
-        delimiter=inp.delimiter,
-        encoding=inp.encoding,
-        columns=list(inp.columns) if inp.columns is not None else None,
-        rename=dict(inp.rename),
-        max_rows=settings.batch.max_rows,
-        max_bytes=settings.batch.max_bytes,
-    )
-    target = settings.target
-    return {
-        "input": source,
-        "target": {"base_url": target.base_url, "client": target.client, "api": target.api},
-    }
 
 
 class _Run:
@@ -111,6 +66,7 @@ class _Run:
         self.loop = asyncio.get_running_loop()
         self.open: set[int] = set()  # batches not yet final
         self.unsent: set[int] = set()  # batches not yet accepted or failed
+        self.holding: set[int] = set()  # unsent batches holding a `waiting` permit
         self.known = 0  # batches in the journal
         self.chunk_done = asyncio.Event()
         self.changed = asyncio.Event()
@@ -151,10 +107,12 @@ class _Run:
     # -- stage callbacks --------------------------------------------------------
 
     def send(self, job: SubmitJob, *, hold: bool = False) -> None:
+        """Queue a batch; ``hold``: the chunker already took its disk permit."""
         self.open.add(job.seq)
         self.unsent.add(job.seq)
-        if not hold:
-            self.waiting.acquire(blocking=False)  # resumed files count against the bound too
+        # Resent and resumed files count against the disk bound too, when there is room.
+        if hold or self.waiting.acquire(blocking=False):
+            self.holding.add(job.seq)
         self.submitter.put(job)
 
     def accepted(self, seq: int, status_url: str) -> None:
@@ -167,8 +125,9 @@ class _Run:
         self.final(seq)
 
     def _sent(self, seq: int) -> None:
-        if seq in self.unsent:
-            self.unsent.discard(seq)
+        self.unsent.discard(seq)
+        if seq in self.holding:
+            self.holding.discard(seq)
             self.waiting.release()
         self.changed.set()
 
@@ -282,7 +241,7 @@ async def run_pipeline(
             fingerprint(input_name, settings, files), fresh=settings.run.fresh
         )
         if not resuming and files is None:
-            _clear_outputs(work_dir)
+            clear_outputs(work_dir)
         if files is not None:
             for batch in batch_files:
                 journal.add_batch(batch)
@@ -305,7 +264,7 @@ async def run_pipeline(
                 error = run.fatal
         except (InputError, ConfigError) as exc:
             status, error = "error", exc
-        return _finish(journal, settings, work_dir, job_id, started, status, error)
+        return write_outputs(journal, settings, work_dir, job_id, started, status, error)
     finally:
         journal.close()
 
@@ -412,109 +371,3 @@ def _snapshot(run: _Run) -> dict[str, Any]:
         "throttles": run.submitter.limiter.throttles,
         "chunk_done": run.chunk_done.is_set(),
     }
-
-
-def _clear_outputs(work_dir: Path) -> None:
-    for name in ("batches",):
-        shutil.rmtree(work_dir / name, ignore_errors=True)
-    for name in ("manifest.jsonl", "rejects.csv", "failed.csv", "report.json"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(work_dir / name)
-
-
-def _finish(
-    journal: Journal,
-    settings: Settings,
-    work_dir: Path,
-    job_id: str,
-    started: float,
-    outcome: str,
-    error: UploaderError | None = None,
-) -> RunOutcome:
-    chunk = journal.get_meta("chunk") or {}
-    rejected = chunk.get("rejected", {})
-    batches = journal.batches()
-    failed_path = work_dir / "failed.csv"
-    failed_rows = reporting.write_failed_csv(
-        failed_path,
-        batches,
-        journal.profile_errors(),
-        _read_rows,
-        failed_header(chunk.get("header", []), batches, settings),
-    )
-    rejects_path = work_dir / "rejects.csv"
-    report = reporting.build_report(
-        job_id=job_id,
-        batches=batches,
-        counters=journal.counters(),
-        rows_read=chunk.get("rows_read", sum(b.rows for b in batches)),
-        rejected_by_reason=rejected,
-        chunking_done=bool(journal.get_meta("chunk_done")),
-        elapsed_s=time.time() - float(journal.get_meta("started_at", started)),
-        outputs={
-            "rejects": str(rejects_path) if sum(rejected.values()) else None,
-            "failed_rows": str(failed_path) if failed_rows else None,
-            "journal": str(work_dir / "journal.sqlite"),
-            "work_dir": str(work_dir),
-        },
-        interrupted=outcome != "done",
-        error=f"{type(error).__name__}: {error}" if error else None,
-        settings_summary={
-            "client": settings.target.client,
-            "api": settings.target.api,
-            "base_url": settings.target.base_url,
-            "outcome": outcome,
-        },
-    )
-    report_path = settings.run.report or work_dir / "report.json"
-    reporting.write_report(report_path, report)
-    if settings.run.report:
-        reporting.write_report(work_dir / "report.json", report)
-    if settings.run.junit:
-        reporting.write_junit(settings.run.junit, batches, report)
-    return RunOutcome(report, reporting.exit_code(report), work_dir)
-
-
-def describe_batch_file(seq: int, path: Path) -> BatchFile:
-    """Size, rows and checksum of an existing batch file, checked against Target's limits."""
-    digest = hashlib.sha256()
-    newlines = size = 0
-    last = b""
-    try:
-        with path.open("rb") as fh:
-            if fh.read(6) != b"batch=":
-                raise InputError(f"{path}: not a batch file (it must start with 'batch=')")
-            fh.seek(0)
-            while block := fh.read(1 << 20):
-                digest.update(block)
-                newlines += block.count(b"\n")
-                size += len(block)
-                last = block[-1:]
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read batch file: {exc.strerror}") from exc
-    rows = newlines - (1 if last == b"\n" else 0)
-    if rows < 1:
-        raise InputError(f"{path}: batch file has a header but no rows")
-    if size >= MAX_BATCH_BYTES or rows > MAX_BATCH_ROWS:
-        raise InputError(
-            f"{path}: {size} bytes, {rows} rows: over Target's limits "
-            f"(under {MAX_BATCH_BYTES} bytes, at most {MAX_BATCH_ROWS} rows)"
-        )
-    return BatchFile(seq, path.resolve(), rows, size, 0, 0, digest.hexdigest())
-
-
-def _read_rows(path: str) -> Iterator[list[str]]:
-    return read_batch_rows(Path(path))
-
-
-def failed_header(
-    input_header: list[str], batches: list[BatchRecord], settings: Settings
-) -> list[str]:
-    """The input's names for the columns we sent, id first, so failed.csv can be fed back."""
-    if not batches:
-        return []
-    sent = next(read_batch_rows(Path(batches[0].file)))
-    inp = settings.input
-    id_name = inp.id_column or (input_header[0] if input_header else sent[0])
-    back = {target: crm for crm, target in inp.rename.items()}
-    return [id_name] + [back.get(name, name) for name in sent[1:]]
