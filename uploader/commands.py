@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 from uploader import report as reporting
@@ -55,8 +54,13 @@ def status_command(work_dir: Path, *, as_json: bool = False) -> int:
             rows_read=chunk.get("rows_read", sum(b.rows for b in batches)),
             rejected_by_reason=chunk.get("rejected", {}),
             chunking_done=bool(journal.get_meta("chunk_done")),
-            elapsed_s=time.time() - float(journal.get_meta("started_at", time.time())),
-            outputs={"journal": str(path), "work_dir": str(work_dir)},
+            elapsed_s=float(journal.get_meta("active_s", 0.0)),
+            outputs={
+                "rejects": _existing(work_dir / "rejects.csv"),
+                "failed_rows": _existing(work_dir / "failed.csv"),
+                "journal": str(path),
+                "work_dir": str(work_dir),
+            },
             interrupted=journal.get_meta("last_outcome") != "done",
         )
     print(json.dumps(report, indent=2) if as_json else reporting.render_summary(report))
@@ -127,6 +131,10 @@ def _error_report(job_id: str, work_dir: Path, settings: Settings, message: str)
     )
     work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     reporting.write_report(settings.run.report or work_dir / "report.json", report)
+
+
+def _existing(path: Path) -> str | None:
+    return str(path) if path.exists() and path.stat().st_size > 0 else None
 
 
 def _short_hash(text: str) -> str:

@@ -99,6 +99,9 @@ def write_outputs(
     outcome: str,
     error: UploaderError | None = None,
 ) -> RunOutcome:
+    # Time spent running, summed over resumes (not the idle time between them).
+    elapsed = float(journal.get_meta("active_s", 0.0)) + (time.time() - started)
+    journal.set_meta("active_s", elapsed)
     chunk = journal.get_meta("chunk") or {}
     rejected = chunk.get("rejected", {})
     batches = journal.batches()
@@ -118,7 +121,7 @@ def write_outputs(
         rows_read=chunk.get("rows_read", sum(b.rows for b in batches)),
         rejected_by_reason=rejected,
         chunking_done=bool(journal.get_meta("chunk_done")),
-        elapsed_s=time.time() - float(journal.get_meta("started_at", started)),
+        elapsed_s=elapsed,
         outputs={
             "rejects": str(rejects_path) if sum(rejected.values()) else None,
             "failed_rows": str(failed_path) if failed_rows else None,
