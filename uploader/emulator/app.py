@@ -160,7 +160,7 @@ class Emulator:
 
     def profile(self, client: str, id_type: str, pid: str) -> dict[str, Any] | None:
         """A profile shaped as the fetch API returns it, or None."""
-        found = self.store.get(client, id_type, pid)
+        found = self.store.find(client, id_type, pid)
         return None if found is None else self.store.to_json(found)
 
     # the contract (design.md) names the parameter: callers write wait_applied(timeout)
@@ -324,7 +324,7 @@ class Emulator:
         if not client:
             return web.json_response({"status": 400, "message": "client is required"}, status=400)
         if id_type == "thirdPartyId":
-            found = self.store.get(client, id_type, pid)
+            found = self.store.find(client, id_type, pid)
         else:
             found = self.store.find_pc(client, pid)
         if found is None:

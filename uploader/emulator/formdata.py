@@ -213,7 +213,7 @@ def iter_rows(value: bytes) -> Iterator[list[bytes]]:
         yield line.split(b",")
 
 
-def _decode_window_fast(raw: bytes) -> list[list[str]] | None:
+def _decode_window_fast(raw: bytes) -> list[str] | None:
     """Decode many lines with a handful of C-level passes, or None when ambiguous.
 
     Raw separators are swapped for control characters first, the whole window
@@ -235,7 +235,7 @@ def _decode_window_fast(raw: bytes) -> list[list[str]] | None:
         return None
     if text.count(_FIELD_SEP) != commas or text.count(_LINE_SEP) != newlines:
         return None
-    return [line.split(_FIELD_SEP) for line in text.split(_LINE_SEP) if line]
+    return text.split(_LINE_SEP)
 
 
 def _decode_line_lenient(line: bytes) -> list[str]:
@@ -262,13 +262,22 @@ def iter_decoded_rows(value: bytes) -> Iterator[list[str]]:
         if end < 0:
             end = size
         window = value[pos:end]
-        rows = _decode_window_fast(window)
-        if rows is None:
-            rows = [_decode_line_lenient(line) for line in iter_lines(window)]
-        if not header_seen and rows:
-            rows, header_seen = rows[1:], True
-        yield from rows
         pos = end + 1
+        lines = _decode_window_fast(window)
+        if lines is None:
+            rows = [_decode_line_lenient(line) for line in iter_lines(window)]
+            if not header_seen and rows:
+                rows, header_seen = rows[1:], True
+            yield from rows
+            continue
+        # one row list at a time: a window's worth of live lists would be promoted
+        # by the garbage collector and trigger full collections over the store
+        for line in lines:
+            if line:
+                if header_seen:
+                    yield line.split(_FIELD_SEP)
+                else:
+                    header_seen = True
 
 
 def encode_body(rows: list[list[str]]) -> bytes:
