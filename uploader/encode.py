@@ -221,6 +221,21 @@ class Reject:
     id: str = ""
 
 
+def _all_valid(rows: Sequence[list[str]], plan: ColumnPlan) -> bool:
+    """True when no row of the block can be rejected before encoding (conservative)."""
+    if not rows:
+        return True
+    if max(map(len, rows)) > plan.width or min(map(len, rows)) <= plan.id_index:
+        return False
+    ids = list(map(operator.itemgetter(plan.id_index), rows))
+    if not all(ids):
+        return False
+    joined = " ".join(ids)  # a space is printable, so it cannot hide a control character
+    if plan.third_party and ("+" in joined or "/" in joined):
+        return False
+    return joined.isprintable()
+
+
 def check_rows(
     rows: Sequence[list[str]], lines: Sequence[int], plan: ColumnPlan
 ) -> tuple[list[Sequence[str]], list[int], list[list[str]], list[Reject]]:
@@ -232,6 +247,9 @@ def check_rows(
     """
     project = plan.project()
     width, idx, third_party = plan.width, plan.id_index, plan.third_party
+    if _all_valid(rows, plan):  # the common case, checked with C-level calls only
+        keep_all: list[Sequence[str]] = list(rows) if project is None else list(map(project, rows))
+        return keep_all, list(lines), list(rows), []
     keep: list[Sequence[str]] = []
     keep_lines: list[int] = []
     originals: list[list[str]] = []
