@@ -113,6 +113,7 @@ class Emulator:
                 await self._runner.cleanup()
                 if attempt >= 5 or self._want_port:
                     raise
+                self.app = self._make_app()  # an aiohttp app serves one runner only
                 self._runner = self._make_runner()
                 await self._runner.setup()
         self._applier = asyncio.create_task(self._apply_forever(), name="emulator-applier")
@@ -151,6 +152,7 @@ class Emulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+            self.app = self._make_app()  # so that start() may serve again
 
     # -- inspection (tests, demo, bench) ----------------------------------------
 
