@@ -266,7 +266,7 @@ def test_max_bytes_too_small_for_the_header(tmp_path: Path) -> None:
         (b"", {}, "in.csv: empty file (no header)"),
         (b"\n\n", {}, "in.csv:1: no header"),
         (b"a,b\nC1,x\n", {"id_column": "id"}, "in.csv:1: id column 'id' not found in the header"),
-        (b"id,b,b\n", {}, "in.csv:1: duplicate column name 'b' (after renaming)"),
+        (b"id,b,b\n", {}, "in.csv:1: duplicate column name 'b' in the header"),
         (b"id,,b\n", {}, "in.csv:1: empty column name in the header"),
         (b"id,a,b\n", {"rename": {"a": "b"}}, "in.csv:1: duplicate column name 'b'"),
     ],

@@ -192,6 +192,12 @@ def plan_columns(header: Sequence[str], settings: InputSettings, where: str) -> 
         rest = [index(c, "column") for c in settings.columns]
         rest = [i for n, i in enumerate(rest) if i != id_index and i not in rest[:n]]
     names = [settings.id_type] + [settings.rename.get(header[i], header[i]) for i in rest]
+    sent = [header[i] for i in (id_index, *rest)]
+    for name in sent:  # the input side too: failed.csv maps sent columns back by name
+        if not name.strip():
+            raise InputError(f"{where}: empty column name in the header")
+        if sent.count(name) > 1:
+            raise InputError(f"{where}: duplicate column name {name!r} in the header")
     seen: set[str] = set()
     for name in names:
         if not name.strip():
