@@ -16,7 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from uploader import __version__
 from uploader.errors import ConfigError, UploaderError
@@ -56,6 +56,13 @@ _RUN_FLAGS = {
     "progress": "run.progress",
     "loop": "run.loop",
 }
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"uploader: error: {message} (see '{self.prog} --help')\n")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -152,7 +159,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="uploader",
         description="Bulk-load visitor profiles into Adobe Target: streamed, concurrent, "
         "resumable, and accounted for row by row.",
@@ -163,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"uploader {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each retry and batch")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
 
     run = sub.add_parser(
         "run", help="chunk, submit and track to completion (resumable)", formatter_class=_Formatter
