@@ -419,7 +419,7 @@ def test_summary_of_a_partial_run(tmp_path: Path) -> None:
         "outputs   rejects      /w/rejects.csv",
         "          failed_rows  /w/f.csv",
         "          journal      /w/journal.db",
-        "hint      see /w/rejects.csv / /w/f.csv; feed failed.csv back with `uploader run`",
+        "hint      fix the rows in /w/rejects.csv; feed /w/f.csv back with `uploader run`",
     ]
 
 

@@ -420,9 +420,12 @@ def _hint(report: Mapping[str, Any]) -> str:
         return "not finished: re-run the same command to continue"
     if status == "partial":
         outputs = report.get("outputs", {})
-        files = [str(outputs[k]) for k in ("rejects", "failed_rows") if outputs.get(k)]
-        where = " / ".join(files) or "rejects.csv / failed.csv"
-        return f"see {where}; feed failed.csv back with `uploader run`"
+        hints = []
+        if outputs.get("rejects"):
+            hints.append(f"fix the rows in {outputs['rejects']}")
+        if outputs.get("failed_rows"):
+            hints.append(f"feed {outputs['failed_rows']} back with `uploader run`")
+        return "; ".join(hints) or "see rejects.csv and failed.csv in the work dir"
     return ""
 
 
