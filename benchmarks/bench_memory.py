@@ -11,7 +11,6 @@ child alone). Memory must not grow with the input: goals are growth
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,15 +24,25 @@ from uploader.gen import generate_export
 
 
 def run_child(args: list[str]) -> tuple[int, float, float]:
-    """(exit code, peak RSS in MB, seconds) of one child process."""
+    """(exit code, peak RSS in MB, seconds) of one child process.
+
+    The peak is the child's VmHWM read from /proc while it runs: ru_maxrss of
+    a child (wait4) is useless here, since Linux carries the parent's high-water
+    mark across fork+exec, so every child would report this process's peak.
+    """
     started = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.stderr is not None:
-        proc.stderr.close()
-    rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return proc.returncode, rss / MB, time.perf_counter() - started
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    status = Path(f"/proc/{proc.pid}/status")
+    peak_kb = 0
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    return proc.returncode, peak_kb * 1024 / MB, time.perf_counter() - started
 
 
 def main(argv: Sequence[str] | None = None) -> int:
