@@ -111,11 +111,20 @@ async def test_demo_refuses_a_directory_that_is_not_its_own(tmp_path: Path) -> N
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["important.txt"]
 
 
-@pytest.mark.parametrize("rows", ["0", "-5", "many"])
-async def test_demo_rejects_bad_rows(tmp_path: Path, rows: str) -> None:
+@pytest.mark.parametrize(
+    ("rows", "problem"),
+    [
+        ("0", "must be at least 1, got 0"),
+        ("-5", "must be at least 1, got -5"),
+        ("many", "expected a whole number, got 'many'"),
+    ],
+)
+async def test_demo_rejects_bad_rows(tmp_path: Path, rows: str, problem: str) -> None:
     code, _, err = await run_demo("--rows", rows, cwd=tmp_path)
     assert code == 2
-    assert err.splitlines()[-1].startswith("uploader demo: error: argument --rows: ")
+    assert err.splitlines() == [
+        f"uploader: error: argument --rows: {problem} (see 'uploader demo --help')"
+    ]
     assert list(tmp_path.iterdir()) == []
 
 
