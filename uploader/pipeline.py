@@ -135,7 +135,7 @@ class _Run:
         """A problem every request would hit (bad token, wrong client): stop the run."""
         if self.fatal is None:
             self.fatal = exc
-        self.stop_requested.set()
+        self.request_stop()
 
     def final(self, seq: int) -> None:
         self.open.discard(seq)
@@ -185,30 +185,24 @@ class _Run:
             return not self.unsent
         return not self.open
 
+    def request_stop(self) -> None:
+        """SIGINT/SIGTERM: stop taking new work (see ``_drive`` for the grace)."""
+        self.stop_requested.set()
+        self.changed.set()
+
     async def wait_until_finished(self, deadline: float) -> str:
-        """'done', 'stopped' or 'timeout'."""
-        while not self.finished():
+        """'done', 'stopped' or 'timeout'. Every stage callback sets ``changed``."""
+        while True:
+            self.changed.clear()
+            if self.finished():
+                return "done"
             if self.stop_requested.is_set():
                 return "stopped"
             remaining = deadline - self.loop.time()
             if remaining <= 0:
                 return "timeout"
-            self.changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._any_change(), min(remaining, 1.0))
-        return "done"
-
-    async def _any_change(self) -> None:
-        waits = [
-            asyncio.ensure_future(self.changed.wait()),
-            asyncio.ensure_future(self.stop_requested.wait()),
-            asyncio.ensure_future(self.chunk_done.wait()),
-        ]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
+                await asyncio.wait_for(self.changed.wait(), remaining)
 
 
 def _job(record: BatchRecord) -> SubmitJob:
@@ -286,7 +280,7 @@ async def _drive(
     chunk_task = asyncio.create_task(_chunk(run, input_name, work_dir), name="chunker")
     if install_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, run.stop_requested.set)
+            loop.add_signal_handler(sig, run.request_stop)
     try:
         async with progress(lambda: _snapshot(run)) if progress else contextlib.nullcontext():
             outcome = await _race(run, chunk_task, deadline)

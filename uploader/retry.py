@@ -89,11 +89,11 @@ def retry_policy(
 class Slot:
     """One admitted request; tells the limiter how it went."""
 
-    __slots__ = ("_generation", "_limiter", "_outcome")
+    __slots__ = ("_admitted_with", "_generation", "_outcome")
 
-    def __init__(self, limiter: AdaptiveLimiter, generation: int) -> None:
-        self._limiter = limiter
+    def __init__(self, generation: int, admitted_with: int) -> None:
         self._generation = generation
+        self._admitted_with = admitted_with  # requests in flight, this one included
         self._outcome: str | None = None
 
     def throttled(self) -> None:
@@ -106,12 +106,14 @@ class Slot:
 class AdaptiveLimiter:
     """A cap on requests in flight, shared by all workers, that adapts to throttling.
 
-    Starts low and grows by one per success (slow start) until the first
-    throttle; from then on a throttle sets the cap just below the number of
-    requests that were in flight (the server told us that was too many), and
-    ``probe_factor * cap`` successes in a row raise it by one. Only one
-    decrease per generation: throttles of requests sent before the last
-    decrease say nothing new, so a burst of 429s lowers the cap once.
+    Starts at half the maximum and grows by one per success (slow start)
+    until the first throttle. A throttled request that was admitted with
+    ``k`` requests in flight tells us the server's limit is below ``k``: the
+    cap drops to ``k - 1`` (and by at least one per generation), and the
+    other throttles of the same burst only refine it to their own ``k - 1``,
+    so a burst of 429s lowers the cap once, to about the server's limit.
+    Afterwards ``probe_factor * cap`` successes in a row raise it by one,
+    which costs one throttled request per probe.
     """
 
     def __init__(
@@ -126,7 +128,8 @@ class AdaptiveLimiter:
             raise ValueError("need 1 <= min_limit <= max_limit")
         self.max_limit = max_limit
         self.min_limit = min_limit
-        self.limit = max(min_limit, min(max_limit, initial if initial else 2))
+        start = initial if initial is not None else max_limit // 2
+        self.limit = max(min_limit, min(max_limit, start))
         self.probe_factor = probe_factor
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -144,17 +147,16 @@ class AdaptiveLimiter:
             await self._changed.wait_for(lambda: self.in_flight < self.limit)
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        slot = Slot(self, self._generation)
+            slot = Slot(self._generation, self.in_flight)
         try:
             yield slot
         finally:
             async with self._changed:
-                in_flight_before = self.in_flight
                 self.in_flight -= 1
                 if slot._outcome == "ok":
                     self._on_success()
                 elif slot._outcome == "throttled":
-                    self._on_throttle(slot._generation, in_flight_before)
+                    self._on_throttle(slot._generation, slot._admitted_with)
                 self._changed.notify_all()
 
     def observe(self, exc: BaseException) -> bool:
@@ -171,12 +173,13 @@ class AdaptiveLimiter:
             self.limit = min(self.max_limit, self.limit + 1)
             self._successes = 0
 
-    def _on_throttle(self, generation: int, in_flight: int) -> None:
+    def _on_throttle(self, generation: int, admitted_with: int) -> None:
         self.throttles += 1
-        if generation != self._generation:
-            return
         self._slow_start = False
-        self._generation += 1
         self._successes = 0
-        self.decreases += 1
-        self.limit = max(self.min_limit, min(self.limit - 1, in_flight - 1))
+        if generation == self._generation:
+            self._generation += 1
+            self.decreases += 1
+            self.limit = max(self.min_limit, min(self.limit - 1, admitted_with - 1))
+        else:  # same burst: only what this request adds
+            self.limit = max(self.min_limit, min(self.limit, admitted_with - 1))
