@@ -6,6 +6,7 @@ value for value, the exact row accounting of report.json, and the exit code.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 from pathlib import Path
 
@@ -261,3 +262,44 @@ async def test_status_timeout_exits_3_and_resume_finishes(
     assert emu.stats()["batches_accepted"] == 4
     assert_store_matches(emu, expected_profiles(src))
     assert CLIENT == "acme"
+
+
+async def test_a_work_dir_in_use_is_refused(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    from uploader.errors import ConfigError
+    from uploader.workdir import locked
+
+    emu = await emulator_factory()
+    src = export(tmp_path, 10)
+    with locked(tmp_path / "work"), pytest.raises(ConfigError, match="another uploader run"):
+        await run(emu, src, tmp_path / "work")
+    assert emu.stats()["submits"] == 0
+    assert (await run(emu, src, tmp_path / "work")).exit_code == 0
+
+
+async def test_server_lost_mid_run_stops_with_exit_3_and_keeps_batches(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(latency_ms=(30, 30))
+    src = export(tmp_path, 400)
+    settings_overrides = {
+        "batch__max_rows": 20,
+        "submit__concurrency": 1,
+        "submit__max_attempts": 2,
+    }
+    task = asyncio.create_task(run(emu, src, tmp_path / "work", **settings_overrides))
+    while emu.stats()["batches_accepted"] < 3:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    await emu.stop()
+    outcome = await task
+    assert outcome.exit_code == 3
+    report = read_report(tmp_path / "work")
+    assert report["status"] == "incomplete"
+    assert report["rows"]["failed"] == 0
+    accepted = emu.stats()["batches_accepted"]
+    with Journal(tmp_path / "work" / "journal.sqlite") as journal:
+        states = [b.state for b in journal.batches()]
+    assert BatchState.FAILED not in states
+    assert states.count(BatchState.WRITTEN) >= 1
+    assert len([s for s in states if s in (BatchState.ACCEPTED, BatchState.COMPLETE)]) == accepted

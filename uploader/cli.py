@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
@@ -71,7 +72,9 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="PATH", help="TOML config file (flags win over it)")
+    p.add_argument(
+        "--config", metavar="PATH", help="TOML config file; flags win over it (default: none)"
+    )
 
 
 def _add_target(p: argparse.ArgumentParser) -> None:
@@ -204,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser(
         "status", help="show where a run stands (from its journal)", formatter_class=_Formatter
     )
-    status.add_argument("work_dir", metavar="WORK_DIR")
+    status.add_argument("work_dir", metavar="WORK_DIR", help="the work dir of a run or submit")
     status.add_argument("--json", action="store_true", help="print the report as JSON")
 
     from uploader import emulator
@@ -328,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("uploader: interrupted", file=sys.stderr)
         return EXIT_INCOMPLETE
+    except BrokenPipeError:  # `uploader status --json | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # a bug: still one line unless --debug
         if ns.debug:
             traceback.print_exc()

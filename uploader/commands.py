@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from uploader import report as reporting
-from uploader.errors import InputError, UploaderError
+from uploader.errors import ConfigError, InputError, UploaderError
 from uploader.journal import Journal
 from uploader.pipeline import run_pipeline
 from uploader.progress import progress_display
@@ -108,15 +108,23 @@ def _execute(
         if exc.exit_code == 2:
             _error_report(job_id, work_dir, settings, str(exc))
         raise
-    print(reporting.render_summary(outcome.report), file=sys.stderr)
     error = outcome.report.get("error")
-    if error:
-        print(f"uploader: error: {error}", file=sys.stderr)
+    if outcome.exit_code == 2 and error:
+        # Nothing was sent: one line says why; report.json has the rest.
+        raise ConfigError(str(error))
+    print(reporting.render_summary(outcome.report), file=sys.stderr)
     return outcome.exit_code
 
 
 def _error_report(job_id: str, work_dir: Path, settings: Settings, message: str) -> None:
-    """Exit 2 still leaves a report.json saying why (nothing was sent)."""
+    """Exit 2 still leaves a report.json saying why (nothing was sent).
+
+    Not when the work dir already holds a journal: its report belongs to that
+    run (the error may be that this input is not that run's input).
+    """
+    target = settings.run.report or work_dir / "report.json"
+    if settings.run.report is None and (work_dir / "journal.sqlite").exists():
+        return
     report = reporting.build_report(
         job_id=job_id,
         batches=[],
@@ -130,7 +138,7 @@ def _error_report(job_id: str, work_dir: Path, settings: Settings, message: str)
         error=message,
     )
     work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    reporting.write_report(settings.run.report or work_dir / "report.json", report)
+    reporting.write_report(target, report)
 
 
 def _existing(path: Path) -> str | None:

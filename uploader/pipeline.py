@@ -27,7 +27,7 @@ from typing import Any
 
 from uploader.chunk import BatchFile, Chunker
 from uploader.client import TargetClient
-from uploader.errors import ConfigError, InputError, UploaderError
+from uploader.errors import ConfigError, InputError, TransportError, UploaderError
 from uploader.journal import BatchRecord, Journal
 from uploader.poll import Poller
 from uploader.retry import Sleep
@@ -39,6 +39,7 @@ from uploader.workdir import (
     clear_outputs,
     describe_batch_file,
     fingerprint,
+    locked,
     write_outputs,
 )
 
@@ -80,7 +81,7 @@ class _Run:
             settings.submit,
             on_accepted=self.accepted,
             on_failed=self.failed,
-            on_fatal=self.fatal_error,
+            on_stop_run=self.stop_run,
             sleep=sleep,
         )
         self.poller = Poller(
@@ -131,10 +132,21 @@ class _Run:
             self.waiting.release()
         self.changed.set()
 
-    def fatal_error(self, exc: UploaderError) -> None:
-        """A problem every request would hit (bad token, wrong client): stop the run."""
-        if self.fatal is None:
-            self.fatal = exc
+    def stop_run(self, exc: UploaderError) -> None:
+        """A problem every request would hit: stop the run, keep the batches.
+
+        A bad token or a wrong client code is a configuration error (exit 2).
+        So is a server we never reached; losing it mid-run is an interruption
+        (exit 3): the same command continues when the server is back.
+        """
+        never_reached = not self.submitter.stats.batches_accepted and not any(
+            b.batch_id for b in self.journal.batches()
+        )
+        if not isinstance(exc, TransportError) or never_reached:
+            if self.fatal is None:
+                self.fatal = ConfigError(_stop_message(exc, self.settings))
+        elif not self.stop_requested.is_set():
+            log.error("stopping: %s; run the same command again to continue", exc)
         self.request_stop()
 
     def final(self, seq: int) -> None:
@@ -202,7 +214,14 @@ class _Run:
             if remaining <= 0:
                 return "timeout"
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: see poll.Poller._wait
+                    await self.changed.wait()
+
+
+def _stop_message(exc: UploaderError, settings: Settings) -> str:
+    if isinstance(exc, TransportError):
+        return f"cannot reach {settings.target.base_url}: {exc}"
+    return str(exc)
 
 
 def _job(record: BatchRecord) -> SubmitJob:
@@ -227,10 +246,28 @@ async def run_pipeline(
     are registered in the journal as they are, and no chunker runs.
     """
     started = time.time()
-    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    batch_files = [describe_batch_file(i, f) for i, f in enumerate(files or (), 1)]
+    with locked(work_dir):
+        return await _run_locked(
+            input_name, settings, work_dir, job_id, progress, sleep, install_signals, files,
+            batch_files, started,
+        )  # fmt: skip
+
+
+async def _run_locked(
+    input_name: str,
+    settings: Settings,
+    work_dir: Path,
+    job_id: str,
+    progress: Any,
+    sleep: Sleep | None,
+    install_signals: bool,
+    files: Sequence[Path] | None,
+    batch_files: list[BatchFile],
+    started: float,
+) -> RunOutcome:
     journal = Journal(work_dir / "journal.sqlite")
     try:
-        batch_files = [describe_batch_file(i, f) for i, f in enumerate(files or (), 1)]
         resuming = journal.start_run(
             fingerprint(input_name, settings, files), fresh=settings.run.fresh
         )

@@ -105,9 +105,12 @@ class Poller:
                 task.cancel()
 
     async def _wait(self, delay: float | None) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+        # that lands as the event fires, and the poller would never stop.
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._active.discard(task)

@@ -24,6 +24,7 @@ from uploader.errors import (
     NotFoundError,
     OutcomeUnknownError,
     ThrottledError,
+    TransportError,
     UploaderError,
 )
 from uploader.journal import Journal
@@ -67,7 +68,7 @@ class Submitter:
         *,
         on_accepted: Callable[[int, str], None],
         on_failed: Callable[[int], None],
-        on_fatal: Callable[[UploaderError], None] | None = None,
+        on_stop_run: Callable[[UploaderError], None] | None = None,
         limiter: AdaptiveLimiter | None = None,
         sleep: Sleep | None = None,
     ) -> None:
@@ -76,7 +77,7 @@ class Submitter:
         self._settings = settings
         self._on_accepted = on_accepted
         self._on_failed = on_failed
-        self._on_fatal = on_fatal
+        self._on_stop_run = on_stop_run
         self._sleep = sleep
         self.limiter = limiter or AdaptiveLimiter(settings.concurrency)
         self.queue: asyncio.Queue[SubmitJob | None] = asyncio.Queue()
@@ -141,13 +142,14 @@ class Submitter:
                         journal.bump("submits")
                         slot.succeeded()
                         self.stats.latencies_s.append(loop.time() - started)
-        except (AuthError, NotFoundError) as exc:
-            if self._on_fatal is None:
+        except (AuthError, NotFoundError, TransportError) as exc:
+            if self._on_stop_run is None:
                 raise
-            # Every batch would fail the same way: a configuration problem, not a data
-            # problem. Leave the batch to be sent by the next run and stop this one.
+            # Every batch would meet the same problem: a bad token, a wrong client
+            # code, or a server we cannot reach. That says nothing about this
+            # batch's rows, so it stays to be sent by the next run, and this run stops.
             journal.requeue(job.seq)
-            self._on_fatal(exc)
+            self._on_stop_run(exc)
             return
         except UploaderError as exc:
             journal.record_failed(job.seq, f"{type(exc).__name__}: {exc}")

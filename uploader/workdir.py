@@ -10,6 +10,7 @@ once the pipeline has stopped.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -21,7 +22,7 @@ from typing import Any
 
 from uploader import report as reporting
 from uploader.chunk import BatchFile, read_batch_rows
-from uploader.errors import InputError, UploaderError
+from uploader.errors import ConfigError, InputError, UploaderError
 from uploader.journal import BatchRecord, Journal
 from uploader.settings import MAX_BATCH_BYTES, MAX_BATCH_ROWS, Settings
 
@@ -31,6 +32,7 @@ __all__ = [
     "default_job_id",
     "describe_batch_file",
     "fingerprint",
+    "locked",
     "write_outputs",
 ]
 
@@ -82,6 +84,24 @@ def fingerprint(
     }
 
 
+@contextlib.contextmanager
+def locked(work_dir: Path) -> Iterator[None]:
+    """Hold the work dir's lock: two runs must never share one journal."""
+    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(work_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"{work_dir}: another uploader run is using this work dir; "
+                "wait for it to finish or use another --work-dir"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def clear_outputs(work_dir: Path) -> None:
     for name in ("batches",):
         shutil.rmtree(work_dir / name, ignore_errors=True)
@@ -129,7 +149,7 @@ def write_outputs(
             "work_dir": str(work_dir),
         },
         interrupted=outcome != "done",
-        error=f"{type(error).__name__}: {error}" if error else None,
+        error=str(error) if error else None,
         settings_summary={
             "client": settings.target.client,
             "api": settings.target.api,

@@ -70,17 +70,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     add("--port", type=int, default=0, help="port; 0 = any free port (printed on start)")
-    add("--status-host", default="127.0.0.2", help="host name of returned status URLs")
-    add("--apply-rate", type=float, default=50_000.0, help="rows applied per second")
-    add("--latency-ms", type=parse_latency, default=(0.0, 0.0), metavar="A-B")
-    add("--max-inflight", type=int, default=None, metavar="N", help="429 above N submits")
-    add("--retry-after", type=float, default=1.0, metavar="S", help="Retry-After of a 429")
-    add("--error-rate", type=float, default=0.0, metavar="P", help="share of submits -> 503")
-    add("--drop-rate", type=float, default=0.0, metavar="P", help="accepted, then dropped")
-    add("--stuck-rate", type=float, default=0.0, metavar="P", help="accepted batches -> stuck")
-    add("--status-error-rate", type=float, default=0.0, metavar="P", help="status -> 500")
-    add("--token", default=None, help="require Authorization: Bearer TOKEN")
-    add("--seed", type=int, default=0, help="seed of the fault generator")
+    add(
+        "--status-host",
+        default="127.0.0.2",
+        help="host of returned status URLs (default 127.0.0.2)",
+    )
+    add(
+        "--apply-rate", type=float, default=50_000.0, help="rows applied per second (default 50000)"
+    )
+    add(
+        "--latency-ms",
+        type=parse_latency,
+        default=(0.0, 0.0),
+        metavar="A-B",
+        help="random delay per submit, in ms (default 0-0)",
+    )
+    add(
+        "--max-inflight",
+        type=int,
+        default=None,
+        metavar="N",
+        help="429 above N submits in flight (default: no limit)",
+    )
+    add(
+        "--retry-after",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="Retry-After of a 429 (default 1)",
+    )
+    add(
+        "--error-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of submits answered 503 (default 0)",
+    )
+    add(
+        "--drop-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share accepted, then connection dropped (default 0)",
+    )
+    add(
+        "--stuck-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of accepted batches that stick (default 0)",
+    )
+    add(
+        "--status-error-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of status calls answered 500 (default 0)",
+    )
+    add("--token", default=None, help="require Authorization: Bearer TOKEN (default: none)")
+    add("--seed", type=int, default=0, help="seed of the fault generator (default 0)")
 
 
 def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
