@@ -144,3 +144,13 @@ async def test_limiter_finds_an_unknown_server_limit_with_few_throttles() -> Non
 def test_limiter_rejects_bad_bounds() -> None:
     with pytest.raises(ValueError):
         AdaptiveLimiter(2, min_limit=3)
+
+
+def test_status_polls_slow_down_with_the_age_of_a_batch() -> None:
+    from uploader.poll import next_interval
+    from uploader.settings import StatusSettings
+
+    settings = StatusSettings(poll_initial_s=2.0, poll_max_s=60.0)
+    assert [next_interval(age, settings) for age in (0, 4, 8, 20, 100, 240, 10_000)] == [
+        2.0, 2.0, 2.0, 5.0, 25.0, 60.0, 60.0,
+    ]  # fmt: skip

@@ -1,8 +1,10 @@
 """The status poller: follows every accepted batch until Target says it is final.
 
 One task owns a heap of (due time, batch) and wakes for the earliest; each
-batch's interval grows (``poll_initial_s`` doubling up to ``poll_max_s``,
-with jitter so batches accepted together spread out), and at most
+batch's interval grows with its age (a quarter of the time since it was
+accepted, between ``poll_initial_s`` and ``poll_max_s``, with jitter so
+batches accepted together spread out: a batch is seen complete at most about
+25 % of its age late), and at most
 ``max_inflight`` status calls run at once, so thousands of batches do not
 flood the server. A failing status call is retried later; it never loses a
 batch. Results go to the journal first, then to the pipeline's callbacks.
@@ -24,7 +26,7 @@ from uploader.journal import Journal
 from uploader.settings import StatusSettings
 from uploader.states import RemoteStatus
 
-__all__ = ["Poller"]
+__all__ = ["Poller", "next_interval"]
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,13 @@ class _Due:
     at: float
     seq: int
     url: str = field(compare=False)
-    interval: float = field(compare=False)
+    since: float = field(compare=False)  # when we started following it
     permanent_errors: int = field(default=0, compare=False)
+
+
+def next_interval(age_s: float, settings: StatusSettings) -> float:
+    """Seconds until the next status call of a batch followed for ``age_s`` seconds."""
+    return min(settings.poll_max_s, max(settings.poll_initial_s, age_s / 4))
 
 
 class Poller:
@@ -74,9 +81,7 @@ class Poller:
     def follow(self, seq: int, url: str, *, delay: float | None = None) -> None:
         first = self._settings.poll_initial_s if delay is None else delay
         loop = asyncio.get_running_loop()
-        heapq.heappush(
-            self._heap, _Due(loop.time() + first, seq, url, self._settings.poll_initial_s)
-        )
+        heapq.heappush(self._heap, _Due(loop.time() + first, seq, url, loop.time()))
         self._wake.set()
 
     def close(self) -> None:
@@ -153,9 +158,9 @@ class Poller:
             self._on_final(due.seq)
 
     def _again(self, due: _Due) -> None:
-        """Reschedule with a doubled interval, jittered by up to +-20 %."""
-        due.interval = min(self._settings.poll_max_s, due.interval * 2)
-        jitter = self._rng.uniform(0.8, 1.2)
-        due.at = asyncio.get_running_loop().time() + due.interval * jitter
+        """Reschedule after a quarter of the batch's age, bounded, jittered by +-20 %."""
+        now = asyncio.get_running_loop().time()
+        interval = next_interval(now - due.since, self._settings)
+        due.at = now + interval * self._rng.uniform(0.8, 1.2)
         heapq.heappush(self._heap, due)
         self._wake.set()
