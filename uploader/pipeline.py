@@ -247,42 +247,18 @@ async def run_pipeline(
     """
     started = time.time()
     batch_files = [describe_batch_file(i, f) for i, f in enumerate(files or (), 1)]
-    with locked(work_dir):
-        return await _run_locked(
-            input_name, settings, work_dir, job_id, progress, sleep, install_signals, files,
-            batch_files, started,
-        )  # fmt: skip
-
-
-async def _run_locked(
-    input_name: str,
-    settings: Settings,
-    work_dir: Path,
-    job_id: str,
-    progress: Any,
-    sleep: Sleep | None,
-    install_signals: bool,
-    files: Sequence[Path] | None,
-    batch_files: list[BatchFile],
-    started: float,
-) -> RunOutcome:
-    journal = Journal(work_dir / "journal.sqlite")
-    try:
+    with locked(work_dir), Journal(work_dir / "journal.sqlite") as journal:
         resuming = journal.start_run(
             fingerprint(input_name, settings, files), fresh=settings.run.fresh
         )
-        if not resuming and files is None:
-            clear_outputs(work_dir)
-        if files is not None:
-            for batch in batch_files:
-                journal.add_batch(batch)
-            journal.set_meta("chunk", {"rows_read": sum(b.rows for b in batch_files)})
-            journal.set_meta("chunk_done", True)
-        if not resuming:
-            journal.set_meta("job_id", job_id)
-            journal.set_meta("started_at", started)
-        else:
-            log.info("resuming run %s from %s", job_id, work_dir)
+        _prepare(
+            journal,
+            work_dir,
+            job_id,
+            started,
+            resuming=resuming,
+            batch_files=batch_files if files is not None else None,
+        )
         error: UploaderError | None = None
         try:
             async with TargetClient(
@@ -296,8 +272,30 @@ async def _run_locked(
         except (InputError, ConfigError) as exc:
             status, error = "error", exc
         return write_outputs(journal, settings, work_dir, job_id, started, status, error)
-    finally:
-        journal.close()
+
+
+def _prepare(
+    journal: Journal,
+    work_dir: Path,
+    job_id: str,
+    started: float,
+    *,
+    resuming: bool,
+    batch_files: Sequence[BatchFile] | None,
+) -> None:
+    """A new run starts clean; ``uploader submit`` registers its files up front."""
+    if resuming:
+        log.info("resuming run %s from %s", job_id, work_dir)
+    else:
+        journal.set_meta("job_id", job_id)
+        journal.set_meta("started_at", started)
+        if batch_files is None:
+            clear_outputs(work_dir)
+    if batch_files is not None:
+        for batch in batch_files:
+            journal.add_batch(batch)
+        journal.set_meta("chunk", {"rows_read": sum(b.rows for b in batch_files)})
+        journal.set_meta("chunk_done", True)
 
 
 async def _drive(
