@@ -6,8 +6,7 @@ with a per-submit latency of 200-500 ms, an in-flight limit of 8 and an
 apply rate of 50,000 rows/s. The total time is compared with the lower
 bound set by the slowest stage: chunking alone (measured first, same
 machine), the ideal submit time (batches / 8 x mean latency), and applying
-every row at the emulator's rate. Efficiency = bound / total; our goal is
->= 0.8.
+every row at the emulator's rate. The goal: total / bound <= 1.1.
 
 The full size is 10,000,000 rows (the default of this program): ~1.4 GB of
 CSV; on a 2-core machine expect ~8-10 minutes in all (export generation
@@ -125,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     result.params["submit_stage_s"] = percentiles(stage)
     result.params["input_mb"] = summary.bytes / MB if hasattr(summary, "bytes") else None
-    result.add("total / lower bound efficiency", bound / total_s, "", ">=", 0.8)
+    result.add("total / lower bound", total_s / bound, "x", "<=", 1.1)
     result.add("total time", total_s, "s")
     result.add(
         "lower bound (slowest stage)",

@@ -154,3 +154,9 @@ def test_status_polls_slow_down_with_the_age_of_a_batch() -> None:
     assert [next_interval(age, settings) for age in (0, 4, 8, 20, 100, 240, 10_000)] == [
         2.0, 2.0, 2.0, 5.0, 25.0, 60.0, 60.0,
     ]  # fmt: skip
+    # with the server's progress: when the rest should be done, within the bounds
+    assert next_interval(100, settings, remaining_rows=50_000, rows_per_s=10_000) == 5.0
+    assert next_interval(100, settings, remaining_rows=500, rows_per_s=10_000) == 2.0
+    assert next_interval(100, settings, remaining_rows=10**7, rows_per_s=10) == 60.0
+    # started, no rate yet: soon
+    assert next_interval(100, settings, remaining_rows=50_000, rows_per_s=None) == 2.0

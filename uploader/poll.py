@@ -1,10 +1,12 @@
 """The status poller: follows every accepted batch until Target says it is final.
 
 One task owns a heap of (due time, batch) and wakes for the earliest; each
-batch's interval grows with its age (a quarter of the time since it was
-accepted, between ``poll_initial_s`` and ``poll_max_s``, with jitter so
-batches accepted together spread out: a batch is seen complete at most about
-25 % of its age late), and at most
+batch is asked again when the server's own progress says it should be done
+(``consumedCount`` moving: remaining rows / observed rate), otherwise after a
+quarter of its age; always between ``poll_initial_s`` and ``poll_max_s``,
+with jitter so batches accepted together spread out. When a batch completes,
+the oldest few still followed are asked soon (Target tends to work through
+batches in order, so the next one has likely started), and at most
 ``max_inflight`` status calls run at once, so thousands of batches do not
 flood the server. A failing status call is retried later; it never loses a
 batch. Results go to the journal first, then to the pipeline's callbacks.
@@ -20,7 +22,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from uploader.client import TargetClient
+from uploader.client import BatchStatus, TargetClient
 from uploader.errors import PermanentError, RetryableError, UploaderError
 from uploader.journal import Journal
 from uploader.settings import StatusSettings
@@ -41,11 +43,30 @@ class _Due:
     url: str = field(compare=False)
     since: float = field(compare=False)  # when we started following it
     permanent_errors: int = field(default=0, compare=False)
+    progress: tuple[float, int] | None = field(default=None, compare=False)  # (when, consumed)
 
 
-def next_interval(age_s: float, settings: StatusSettings) -> float:
-    """Seconds until the next status call of a batch followed for ``age_s`` seconds."""
-    return min(settings.poll_max_s, max(settings.poll_initial_s, age_s / 4))
+# After a batch completes, this many of the oldest followed batches are asked soon.
+NUDGE_OLDEST = 4
+
+
+def next_interval(
+    age_s: float,
+    settings: StatusSettings,
+    *,
+    remaining_rows: int | None = None,
+    rows_per_s: float | None = None,
+) -> float:
+    """Seconds until the next status call of a batch followed for ``age_s`` seconds.
+
+    With the server's progress (rows left, rows per second seen between two
+    calls), ask when it should be done; without, after a quarter of its age.
+    """
+    wanted = age_s / 4
+    if remaining_rows is not None:
+        # Started but no rate yet: ask again soon to measure one.
+        wanted = remaining_rows / rows_per_s if rows_per_s else 0.0
+    return min(settings.poll_max_s, max(settings.poll_initial_s, wanted))
 
 
 class Poller:
@@ -127,11 +148,10 @@ class Poller:
     async def _check(self, due: _Due) -> None:
         journal = self._journal
         try:
-            status = await self._client.status(due.url, details=False)
+            # Details on every call: the counts show progress, and the final call
+            # already carries the final counts and per-profile errors.
+            status = await self._client.status(due.url, details=True)
             journal.bump("status_polls")
-            if status.status == RemoteStatus.COMPLETE:
-                status = await self._client.status(due.url, details=True)
-                journal.bump("status_polls")
         except RetryableError as exc:
             journal.bump("status_errors")
             log.info("status of batch %06d: %s; will ask again", due.seq, exc)
@@ -149,18 +169,40 @@ class Poller:
         except UploaderError:  # pragma: no cover - the tree has only the two branches
             raise
         if status.status == RemoteStatus.INCOMPLETE:
-            self._again(due)
+            self._again(due, status)
             return
         journal.record_status(due.seq, status)
         if status.status == RemoteStatus.STUCK:
             self._on_stuck(due.seq)
         else:
+            self._nudge_oldest()
             self._on_final(due.seq)
 
-    def _again(self, due: _Due) -> None:
-        """Reschedule after a quarter of the batch's age, bounded, jittered by +-20 %."""
+    def _again(self, due: _Due, status: BatchStatus | None = None) -> None:
+        """Reschedule (see ``next_interval``), jittered by +-20 %."""
         now = asyncio.get_running_loop().time()
-        interval = next_interval(now - due.since, self._settings)
+        remaining: int | None = None
+        rate: float | None = None
+        consumed = status.consumed if status is not None else None
+        if status is not None and consumed and status.batch_size:
+            remaining = max(0, status.batch_size - consumed)
+            seen = due.progress
+            if seen is not None and consumed > seen[1] > 0:
+                rate = (consumed - seen[1]) / max(now - seen[0], 1e-3)
+            if seen is None or consumed != seen[1]:
+                due.progress = (now, consumed)
+        interval = next_interval(
+            now - due.since, self._settings, remaining_rows=remaining, rows_per_s=rate
+        )
         due.at = now + interval * self._rng.uniform(0.8, 1.2)
         heapq.heappush(self._heap, due)
+        self._wake.set()
+
+    def _nudge_oldest(self) -> None:
+        """Ask the oldest few followed batches soon: one finishing often starts the next."""
+        soon = asyncio.get_running_loop().time() + self._settings.poll_initial_s
+        oldest = heapq.nsmallest(NUDGE_OLDEST, self._heap, key=lambda d: d.seq)
+        for due in oldest:
+            due.at = min(due.at, soon)
+        heapq.heapify(self._heap)
         self._wake.set()
