@@ -17,6 +17,7 @@ from tests.helpers import (
     CLIENT,
     assert_store_matches,
     expected_profiles,
+    make_settings,
     read_report,
     run,
     stored_profiles,
@@ -303,3 +304,27 @@ async def test_server_lost_mid_run_stops_with_exit_3_and_keeps_batches(
     assert BatchState.FAILED not in states
     assert states.count(BatchState.WRITTEN) >= 1
     assert len([s for s in states if s in (BatchState.ACCEPTED, BatchState.COMPLETE)]) == accepted
+
+
+async def test_submit_existing_batch_files(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    from uploader.chunk import Chunker
+    from uploader.commands import find_batch_files
+    from uploader.pipeline import run_pipeline
+    from uploader.settings import BatchSettings, InputSettings
+
+    emu = await emulator_factory()
+    src = export(tmp_path, 250)
+    Chunker(str(src), tmp_path / "split", InputSettings(), BatchSettings(max_rows=100)).run()
+    files = find_batch_files([tmp_path / "split" / "batches"])
+    assert [f.name for f in files] == [f"batch-00000{i}.txt" for i in (1, 2, 3)]
+    settings = make_settings(emu)
+    outcome = await run_pipeline(
+        "-", settings, tmp_path / "work", job_id="s", install_signals=False, files=files
+    )
+    assert outcome.exit_code == 0
+    report = read_report(tmp_path / "work")
+    assert rows_of(report)["read"] == rows_of(report)["successful"] == 250
+    assert report["bytes_submitted"] == sum(f.stat().st_size for f in files)
+    assert_store_matches(emu, expected_profiles(src))

@@ -147,10 +147,17 @@ def build_report(
         },
         "requests": {
             **{k: int(counters.get(k, 0)) for k in _REQUESTS},
-            **{k: int(v) for k, v in sorted(counters.items()) if k not in _REQUESTS},
+            **{
+                k: int(v)
+                for k, v in sorted(counters.items())
+                if k not in _REQUESTS and k != "bytes_sent"
+            },
         },
-        # Bytes that went on the wire: each attempt sends the whole batch again.
-        "bytes_submitted": sum(b.bytes * b.attempts for b in batches),
+        # Bodies that reached the server, resends included (refused connections are
+        # not); journals without that counter fall back to every attempt.
+        "bytes_submitted": int(
+            counters.get("bytes_sent", sum(b.bytes * b.attempts for b in batches))
+        ),
         "elapsed_s": round(elapsed_s, 3),
         "rows_per_s": round(rows.submitted / elapsed_s, 1) if elapsed_s > 0 else 0.0,
         "outputs": {"rejects": None, "failed_rows": None, "journal": None, **outputs},

@@ -139,7 +139,7 @@ class Submitter:
                             self._record_attempt(job, slot, exc)
                             raise
                         journal.record_attempt(job.seq, None)
-                        journal.bump("submits")
+                        self._count_sent(job)
                         slot.succeeded()
                         self.stats.latencies_s.append(loop.time() - started)
         except (AuthError, NotFoundError, TransportError) as exc:
@@ -168,13 +168,20 @@ class Submitter:
         self._journal.record_attempt(
             job.seq, f"{type(exc).__name__}: {exc}", outcome_unknown=unknown
         )
-        self._journal.bump("submits")
+        if unknown or not isinstance(exc, TransportError):
+            self._count_sent(job)  # the request reached the server
         if unknown:
             self._journal.bump("outcome_unknown")
         if isinstance(exc, ThrottledError):
             self._journal.bump("throttled")
         if self.limiter.observe(exc):
             slot.throttled()
+
+    def _count_sent(self, job: SubmitJob) -> None:
+        """A submit request (and its body) that reached the server."""
+        with self._journal.transaction():
+            self._journal.bump("submits")
+            self._journal.bump("bytes_sent", job.bytes)
 
     async def _count_retry(self, state: RetryCallState) -> None:
         self._journal.bump("retries")

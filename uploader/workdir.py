@@ -146,6 +146,7 @@ def write_outputs(
             "rejects": str(rejects_path) if sum(rejected.values()) else None,
             "failed_rows": str(failed_path) if failed_rows else None,
             "journal": str(work_dir / "journal.sqlite"),
+            "junit": str(settings.run.junit) if settings.run.junit else None,
             "work_dir": str(work_dir),
         },
         interrupted=outcome != "done",
