@@ -39,7 +39,7 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -282,7 +282,6 @@ async def run_bench(opts: BenchOptions, work_dir: Path) -> dict[str, Any]:
     async with _target(opts) as (base_url, emulator):
         settings = settings_for(opts, base_url)
         run_dir = work_dir / "run"
-        timings = _SubmitTimings()
         began = time.perf_counter()
         from uploader.pipeline import run_pipeline
 
@@ -291,7 +290,6 @@ async def run_bench(opts: BenchOptions, work_dir: Path) -> dict[str, Any]:
             settings,
             run_dir,
             job_id=f"bench-{opts.rows}",
-            progress=timings.progress,
             install_signals=False,
         )
         elapsed = time.perf_counter() - began
@@ -300,7 +298,7 @@ async def run_bench(opts: BenchOptions, work_dir: Path) -> dict[str, Any]:
         records = journal.batches()
     report = outcome.report
     requests = {k: int(report["requests"].get(k, 0)) for k in _REQUEST_KEYS}
-    figures = batch_figures(records, timings.latencies())
+    figures = batch_figures(records, list(outcome.submit_latencies_s))
     expected = math.ceil(info.valid_rows / opts.max_batch_rows)
     return {
         "rows": opts.rows,
@@ -357,31 +355,6 @@ async def _target(opts: BenchOptions) -> AsyncIterator[tuple[str, Emulator | Non
     )
     async with Emulator(config) as emu:
         yield emu.base_url, emu
-
-
-class _SubmitTimings:
-    """Reaches the Submitter's per-request timings through the progress hook.
-
-    ``run_pipeline`` exposes no handle on its Submitter; the snapshot function
-    it hands to ``progress`` closes over the run, whose ``submitter.stats``
-    keeps ``latencies_s``. When that shape changes, the benchmark falls back
-    to journal timings (``submit_stage_s``) instead of failing.
-    """
-
-    def __init__(self) -> None:
-        self._stats: Any = None
-
-    @contextlib.asynccontextmanager
-    async def progress(self, snapshot: Callable[[], dict[str, Any]]) -> AsyncIterator[None]:
-        for cell in getattr(snapshot, "__closure__", None) or ():
-            with contextlib.suppress(ValueError):
-                stats = getattr(getattr(cell.cell_contents, "submitter", None), "stats", None)
-                if isinstance(getattr(stats, "latencies_s", None), list):
-                    self._stats = stats
-        yield
-
-    def latencies(self) -> list[float] | None:
-        return list(self._stats.latencies_s) if self._stats is not None else None
 
 
 def batch_figures(

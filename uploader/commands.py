@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from uploader import report as reporting
@@ -54,7 +55,7 @@ def status_command(work_dir: Path, *, as_json: bool = False) -> int:
             rows_read=chunk.get("rows_read", sum(b.rows for b in batches)),
             rejected_by_reason=chunk.get("rejected", {}),
             chunking_done=bool(journal.get_meta("chunk_done")),
-            elapsed_s=float(journal.get_meta("active_s", 0.0)),
+            elapsed_s=_elapsed(journal),
             outputs={
                 "rejects": _existing(work_dir / "rejects.csv"),
                 "failed_rows": _existing(work_dir / "failed.csv"),
@@ -139,6 +140,14 @@ def _error_report(job_id: str, work_dir: Path, settings: Settings, message: str)
     )
     work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     reporting.write_report(target, report)
+
+
+def _elapsed(journal: Journal) -> float:
+    """Time spent running; for a run that never ended cleanly, time since it started."""
+    active = float(journal.get_meta("active_s", 0.0))
+    if active > 0:
+        return active
+    return max(0.0, time.time() - float(journal.get_meta("started_at", time.time())))
 
 
 def _existing(path: Path) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -269,9 +270,11 @@ async def run_pipeline(
                 run = _Run(settings, journal, client, sleep=sleep)
                 status = await _drive(run, input_name, work_dir, progress, install_signals)
                 error = run.fatal
+                latencies = tuple(run.submitter.stats.latencies_s)
         except (InputError, ConfigError) as exc:
-            status, error = "error", exc
-        return write_outputs(journal, settings, work_dir, job_id, started, status, error)
+            status, error, latencies = "error", exc, ()
+        outcome = write_outputs(journal, settings, work_dir, job_id, started, status, error)
+        return dataclasses.replace(outcome, submit_latencies_s=latencies)
 
 
 def _prepare(
@@ -390,7 +393,7 @@ def _snapshot(run: _Run) -> dict[str, Any]:
         "rows_accepted": stats.rows_accepted,
         "batches_known": run.known,
         "batches_final": run.known - len(run.open),
-        "batches_accepted": stats.batches_accepted,
+        "batches_sent": run.known - len(run.unsent),  # accepted or given up, resumed ones too
         "batches_failed": stats.batches_failed,
         "open": len(run.open),
         "unsent": len(run.unsent),

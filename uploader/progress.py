@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -48,7 +50,7 @@ def _line(s: dict[str, Any], elapsed: float) -> str:
     chunking = "done" if s["chunk_done"] else "reading"
     return (
         f"[{elapsed:7.1f}s] input {chunking}; batches {s['batches_known']} known, "
-        f"{s['batches_accepted']} accepted, {s['batches_final']} final, "
+        f"{s['batches_sent']} sent, {s['batches_final']} final, "
         f"{s['batches_failed']} failed; rows accepted {s['rows_accepted']:,} "
         f"({rate:,.0f}/s); in flight {s['in_flight']}/{s['limit']}, "
         f"throttled {s['throttles']}"
@@ -85,7 +87,7 @@ async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
         console=Console(file=stream),
         transient=False,
     )
-    sent = bars.add_task("accepted", total=None, extra="")
+    sent = bars.add_task("sent", total=None, extra="")
     final = bars.add_task("final", total=None, extra="")
 
     def refresh() -> None:
@@ -93,7 +95,7 @@ async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
         known = s["batches_known"] if s["chunk_done"] else None
         bars.update(
             sent,
-            completed=s["batches_accepted"] + s["batches_failed"],
+            completed=s["batches_sent"],
             total=known,
             extra=f"rows {s['rows_accepted']:,}  in flight {s['in_flight']}/{s['limit']}",
         )
@@ -106,6 +108,11 @@ async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
             refresh()
             await asyncio.sleep(0.5)
 
+    # Log lines (retries, stuck batches) must go through the live console, or
+    # they tear the bars apart.
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [RichHandler(console=bars.console, show_path=False, log_time_format="%X")]
     with bars:
         task = asyncio.create_task(tick())
         try:
@@ -115,3 +122,4 @@ async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             refresh()
+            root.handlers = saved

@@ -42,6 +42,7 @@ class RunOutcome:
     report: dict[str, Any]
     exit_code: int
     work_dir: Path
+    submit_latencies_s: tuple[float, ...] = ()  # each accepted submit request, this run
 
 
 def default_job_id(input_name: str, settings: Settings) -> str:
