@@ -58,13 +58,13 @@ def _line(s: dict[str, Any], elapsed: float) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _log_lines(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
-    started = time.monotonic()
+async def _every(seconds: float, show: Callable[[], None]) -> AsyncIterator[None]:
+    """Call ``show`` every ``seconds`` while the body runs, and once at the end."""
 
     async def tick() -> None:
         while True:
-            await asyncio.sleep(LOG_EVERY_S)
-            print(_line(snapshot(), time.monotonic() - started), file=stream, flush=True)
+            await asyncio.sleep(seconds)
+            show()
 
     task = asyncio.create_task(tick())
     try:
@@ -73,7 +73,18 @@ async def _log_lines(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        show()
+
+
+@contextlib.asynccontextmanager
+async def _log_lines(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
+    started = time.monotonic()
+
+    def show() -> None:
         print(_line(snapshot(), time.monotonic() - started), file=stream, flush=True)
+
+    async with _every(LOG_EVERY_S, show):
+        yield
 
 
 @contextlib.asynccontextmanager
@@ -103,23 +114,15 @@ async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
             final, completed=s["batches_final"], total=known, extra=f"throttled {s['throttles']}"
         )
 
-    async def tick() -> None:
-        while True:
-            refresh()
-            await asyncio.sleep(0.5)
-
     # Log lines (retries, stuck batches) must go through the live console, or
     # they tear the bars apart.
     root = logging.getLogger()
     saved = root.handlers[:]
     root.handlers = [RichHandler(console=bars.console, show_path=False, log_time_format="%X")]
-    with bars:
-        task = asyncio.create_task(tick())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    try:
+        with bars:
             refresh()
-            root.handlers = saved
+            async with _every(0.5, refresh):
+                yield
+    finally:
+        root.handlers = saved
