@@ -40,7 +40,7 @@ async def test_log_lines_repeat_and_end_with_a_final_line(monkeypatch: pytest.Mo
     assert len(lines) >= 2
     assert all(
         "input done; batches 7 known, 5 sent, 3 final, 1 failed; rows accepted 1,500" in line
-        and "in flight 2/6, throttled 4" in line
+        and "in flight 2/6, slow-downs (429/503) 4" in line
         for line in lines
     )
 

@@ -53,7 +53,7 @@ def _line(s: dict[str, Any], elapsed: float) -> str:
         f"{s['batches_sent']} sent, {s['batches_final']} final, "
         f"{s['batches_failed']} failed; rows accepted {s['rows_accepted']:,} "
         f"({rate:,.0f}/s); in flight {s['in_flight']}/{s['limit']}, "
-        f"throttled {s['throttles']}"
+        f"slow-downs (429/503) {s['throttles']}"
     )
 
 
@@ -111,7 +111,10 @@ async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
             extra=f"rows {s['rows_accepted']:,}  in flight {s['in_flight']}/{s['limit']}",
         )
         bars.update(
-            final, completed=s["batches_final"], total=known, extra=f"throttled {s['throttles']}"
+            final,
+            completed=s["batches_final"],
+            total=known,
+            extra=f"slow-downs (429/503) {s['throttles']}",
         )
 
     # Log lines (retries, stuck batches) must go through the live console, or
