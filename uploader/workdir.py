@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -35,6 +36,8 @@ __all__ = [
     "locked",
     "write_outputs",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,13 +130,18 @@ def write_outputs(
     rejected = chunk.get("rejected", {})
     batches = journal.batches()
     failed_path = work_dir / "failed.csv"
-    failed_rows = reporting.write_failed_csv(
-        failed_path,
-        batches,
-        journal.profile_errors(),
-        _read_rows,
-        failed_header(chunk.get("header", []), batches, settings),
-    )
+    try:
+        failed_rows = reporting.write_failed_csv(
+            failed_path,
+            batches,
+            journal.profile_errors(),
+            _read_rows,
+            failed_header(chunk.get("header", []), batches, settings),
+            delimiter=settings.input.delimiter,
+        )
+    except OSError as exc:  # a batch file was removed by hand: still write the report
+        log.error("cannot write %s: %s", failed_path, exc)
+        failed_rows = 0
     rejects_path = work_dir / "rejects.csv"
     report = reporting.build_report(
         job_id=job_id,
