@@ -328,3 +328,24 @@ async def test_submit_existing_batch_files(
     assert rows_of(report)["read"] == rows_of(report)["successful"] == 250
     assert report["bytes_submitted"] == sum(f.stat().st_size for f in files)
     assert_store_matches(emu, expected_profiles(src))
+
+
+async def test_failed_rows_come_back_in_the_input_layout(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(stuck_rate=1.0)
+    src = tmp_path / "in.csv"
+    src.write_text("tier;cust;note\ngold;A1;x,y\n;A2;\nsilver;A3;z\n", encoding="utf-8")
+    outcome = await run(
+        emu, src, tmp_path / "work", input__id_column="cust", input__delimiter=";",
+        input__rename={"tier": "loyaltyTier"}, status__resubmit_stuck=0,
+    )  # fmt: skip
+    assert outcome.exit_code == 1
+    assert rows_of(read_report(tmp_path / "work"))["failed"] == 3
+    # id first, CRM names back, the input's delimiter: ready for `uploader run` again
+    assert (tmp_path / "work" / "failed.csv").read_text(encoding="utf-8").splitlines() == [
+        "cust;tier;note",
+        "A1;gold;x,y",
+        "A2;;",
+        "A3;silver;z",
+    ]
