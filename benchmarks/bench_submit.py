@@ -19,33 +19,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.common import (
+    SUBMIT_BENCH_APPLY_RATE,
     EmulatorProcess,
     Result,
     command_line,
     finish,
-    parser,
+    server_limit_parser,
     stats_delta,
     submit_files,
     write_batches,
 )
 
-# Batches are not followed to `complete` here, so the emulator barely applies them: its
-# applier would otherwise compete for the CPU with request handling (~77k rows/s max).
-APPLY_RATE = 1000.0
+APPLY_RATE = SUBMIT_BENCH_APPLY_RATE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--batches", type=int, default=None, help="batches (default 1200; quick 80)")
-    p.add_argument("--rows-per-batch", type=int, default=100, help="(default %(default)s)")
-    p.add_argument(
-        "--latency-ms",
-        type=float,
-        default=200.0,
-        help="server time per submit (default %(default)s: a submit to Target over the "
-        "internet takes a few hundred ms; on loopback 50 ms mostly measures Python overhead)",
-    )
-    p.add_argument("--limit", type=int, default=8, help="server in-flight limit (default 8)")
+    p = server_limit_parser(__doc__.splitlines()[0], batches=1200, quick_batches=80)
     ns = p.parse_args(argv)
     batches = ns.batches or (80 if ns.quick else 1200)
     limit, latency = ns.limit, ns.latency_ms / 1000.0

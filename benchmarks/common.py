@@ -133,6 +133,34 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+# Batches are not followed to `complete` in the submit benchmarks, so the emulator barely
+# applies them: its applier would otherwise compete for the CPU with request handling.
+SUBMIT_BENCH_APPLY_RATE = 1000.0
+
+
+def server_limit_parser(
+    description: str, batches: int, quick_batches: int
+) -> argparse.ArgumentParser:
+    """``parser`` plus the knobs of a server with a fixed latency and an in-flight limit."""
+    p = parser(description)
+    p.add_argument(
+        "--batches",
+        type=int,
+        default=None,
+        help=f"batches (default {batches}; quick {quick_batches})",
+    )
+    p.add_argument("--rows-per-batch", type=int, default=100, help="(default %(default)s)")
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=200.0,
+        help="server time per submit (default %(default)s: a submit to Target over the "
+        "internet takes a few hundred ms; on loopback 50 ms mostly measures Python overhead)",
+    )
+    p.add_argument("--limit", type=int, default=8, help="server in-flight limit (default 8)")
+    return p
+
+
 def command_line(module: str, argv: Sequence[str] | None) -> str:
     args = list(sys.argv[1:] if argv is None else argv)
     return " ".join(["python -m", module, *map(shlex.quote, args)])
