@@ -68,7 +68,7 @@ async def test_problems_before_start_raise(emulator: Emulator, tmp_path: Path) -
 
 async def test_missing_input_raises(emulator: Emulator, tmp_path: Path) -> None:
     settings = api.load_settings(None, _keys(emulator), {})
-    with pytest.raises(api.UploaderError, match="nope.csv: no such file") as missing:
+    with pytest.raises(api.UploaderError, match=r"nope\.csv: no such file") as missing:
         await api.run_async(tmp_path / "nope.csv", settings, work_dir=tmp_path / "w")
     assert missing.value.exit_code == 2
     assert emulator.stats()["submits"] == 0
@@ -101,4 +101,3 @@ def test_run_sync_resumes_same_job(threaded_emulator: Emulator, tmp_path: Path) 
     again = api.run(src, settings, work_dir=tmp_path / "w")
     assert (again.exit_code, again.report["rows"]["successful"]) == (0, 50)
     assert threaded_emulator.stats()["submits"] == submits  # complete batches are not resent
-
