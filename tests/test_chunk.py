@@ -236,7 +236,9 @@ def test_each_reject_reason_with_its_line(tmp_path: Path) -> None:
         ["12", "", "malformed_record"],
     ]
     assert got[2][3] == "C+4,gold,x"
-    assert got[3][3] == "C\t5,gold,x"
+    assert got[3][3] == '"C\t5",gold,x'  # as it was in the input
+    assert got[7][3] == 'C9,"x"y'  # malformed: the raw text that was read
+    assert got[8][3] == 'C12,"never closed'
     assert got[6][3] == "C8,caf\udce9,x"  # the original bytes, written back as they were
     assert b"C8,caf\xe9,x" in (tmp_path / "out" / "rejects.csv").read_bytes()
     assert form_rows(summary.files[0].path)[1:] == [
@@ -244,6 +246,40 @@ def test_each_reject_reason_with_its_line(tmp_path: Path) -> None:
         ["C10", "multi\nline", "ok"],
     ]
     assert (summary.files[0].first_line, summary.files[0].last_line) == (2, 10)
+
+
+def test_rejects_csv_gives_back_every_record_exactly(tmp_path: Path) -> None:
+    """csv.reader on rejects.csv returns each rejected record's original text, byte for byte."""
+    records = [
+        b'C002,silver,"Gare du Nord, Paris","line one\nline two",87.10',  # one field too many
+        b',gold,"multi\r\nline",1',  # missing id, a quoted CRLF inside
+        b'C+3,gold,"ends in cr\r",2',  # a value ending in \r
+        b'"C4",x,y,z,too,many',
+        b'C5,"x"y,z,1',  # text after a closing quote
+        b',"a ""quoted"" , value\n\n",3',  # blank lines inside quotes
+    ]
+    good = [b"G%d,ok,fine,1" % i for i in range(600)]  # records cross block boundaries
+    body = [*good[:300], *records[:3], b"", *good[300:], b"\r", *records[3:]]
+    data = b"cid,tier,note,n\r\n" + b"\r\n".join(body) + b"\r\n"
+    (tmp_path / "in.csv").write_bytes(data)
+    summary = chunk(tmp_path / "in.csv", tmp_path / "out")
+    assert summary.rows_written == 600
+    with open(tmp_path / "out" / "rejects.csv", newline="", encoding="utf-8") as f:
+        got = list(csv.reader(f))[1:]
+    texts = [r[3].encode("utf-8") for r in got]
+    assert texts == records
+    assert [r[2] for r in got] == [
+        "too_many_fields",
+        "missing_id",
+        "invalid_id",
+        "too_many_fields",
+        "malformed_record",
+        "missing_id",
+    ]
+    lines = data.splitlines(keepends=True)  # physical lines, as the line numbers count them
+    for row, text in zip(got, texts, strict=True):
+        at = sum(map(len, lines[: int(row[0]) - 1]))
+        assert data[at : at + len(text) + 2] == text + b"\r\n"
 
 
 def test_row_that_cannot_fit_a_tiny_batch_is_rejected_not_lost(tmp_path: Path) -> None:

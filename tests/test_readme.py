@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import re
 import shlex
+import shutil
 from pathlib import Path
 
+from tests.conftest import EmulatorFactory
+from tests.helpers import CLIENT, stored_profiles
+from tests.test_cli_errors import uploader
 from uploader.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,3 +92,40 @@ def test_exit_codes_match_the_cli() -> None:
     table = section("What a run writes, and how every row is accounted for")
     for code in ("0", "1", "2", "3"):
         assert re.search(rf"^\| {code} \| ", table, re.M), code
+
+
+async def test_resend_recipe_round_trips_a_latin1_export(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    """The README's re-send recipe, run as written, stores exactly what the export held."""
+    stuck, clean = await emulator_factory(stuck_rate=1.0), await emulator_factory()
+    rows = [("K1", "Café crème", "Zoë; ß"), ("K2", "naïve", "a,b\nc"), ("K3", "", "£5")]
+    data = "id;tier;note\n" + "".join(f'{i};{t};"{n}"\n' for i, t, n in rows)
+    (tmp_path / "export.csv").write_bytes(data.encode("latin-1"))
+    config = (
+        '[target]\nclient = "{client}"\nbase_url = "{url}"\n'
+        '[input]\nencoding = "latin-1"\ndelimiter = ";"\n'
+        "[status]\nresubmit_stuck = 0\npoll_initial_s = 0.02\n"
+    )
+    (tmp_path / "upload.toml").write_text(config.format(url=stuck.base_url, client=CLIENT))
+    work = "uploader-runs/export-2b45639867"  # the work dir the recipe copies from
+    first = await uploader(
+        "run", "export.csv", "--config", "upload.toml", "--work-dir", work,
+        "--progress", "none", cwd=tmp_path,
+    )  # fmt: skip
+    assert first.code == 1, first.stderr
+    failed = (tmp_path / work / "failed.csv").read_bytes()
+    back = csv.reader(io.StringIO(failed.decode("latin-1"), newline=""), delimiter=";")
+    assert [tuple(r) for r in back] == [("id", "tier", "note"), *rows]
+    (tmp_path / "upload.toml").write_text(config.format(url=clean.base_url, client=CLIENT))
+    recipe = fenced_blocks(section("Recipes").split("### Re-send failed.csv")[1])[0]
+    assert recipe[0].startswith("cp ")
+    src, dst = shlex.split(recipe[0])[1:]
+    shutil.copy(tmp_path / src, tmp_path / dst)
+    args = shlex.split(recipe[1])
+    assert args[0] == "uploader"
+    second = await uploader(*args[1:], "--progress", "none", cwd=tmp_path)
+    assert second.code == 0, second.stderr
+    assert stored_profiles(clean, [r[0] for r in rows]) == {
+        rid: {k: v for k, v in (("tier", tier), ("note", note)) if v} for rid, tier, note in rows
+    }

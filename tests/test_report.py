@@ -156,7 +156,13 @@ def report_for(batches: list[BatchRecord], **kw: Any) -> dict[str, Any]:
     args: dict[str, Any] = {
         "job_id": "job-1",
         "batches": batches,
-        "counters": {"submits": 3, "retries": 1, "status_polls": 9, "outcome_unknown": 1},
+        "counters": {
+            "submits": 3,
+            "retries": 1,
+            "status_polls": 9,
+            "outcome_unknown": 1,
+            "bytes_sent": 3200,
+        },
         "rows_read": sum(b.rows for b in batches),
         "rejected_by_reason": {},
         "chunking_done": True,
@@ -402,6 +408,7 @@ def test_summary_of_a_partial_run(tmp_path: Path) -> None:
         [rec(1, S.COMPLETE, successful=10, attempts=1), rec(2, S.FAILED, rows=2000, attempts=3)],
         rows_read=2011,
         rejected_by_reason={"missing_id": 1},
+        counters={"submits": 3, "retries": 1, "status_polls": 9, "bytes_sent": 601_000},
         elapsed_s=125.0,
         outputs={
             "journal": "/w/journal.db",
@@ -424,8 +431,13 @@ def test_summary_of_a_partial_run(tmp_path: Path) -> None:
 
 
 def test_summary_hints_for_incomplete_and_error() -> None:
-    assert render_summary(report_for([rec(1, S.ACCEPTED)])).endswith(
+    assert render_summary(report_for([rec(1, S.ACCEPTED)], interrupted=True)).endswith(
         "hint      not finished: re-run the same command to continue"
+    )
+    # --no-wait: everything accepted, nothing interrupted; the same command would not finish it
+    assert render_summary(report_for([rec(1, S.ACCEPTED)])).endswith(
+        "hint      not final yet (--no-wait): run it again with --wait to follow the batches "
+        "to the end"
     )
     assert render_summary(report_for([], error="InputError: in.csv:1: no header")).endswith(
         "hint      error: InputError: in.csv:1: no header"

@@ -24,6 +24,7 @@ from tests.helpers import (
     write_csv,
 )
 from uploader.journal import Journal
+from uploader.report import render_summary
 from uploader.states import BatchState
 
 HEADER = ["customer_id", "loyaltyTier", "lifetimeValue", "note"]
@@ -195,6 +196,30 @@ async def test_required_token(emulator_factory: EmulatorFactory, tmp_path: Path)
     assert ok.exit_code == 0
     assert "s3cret" not in (tmp_path / "w2" / "report.json").read_text()
     assert "s3cret" not in (tmp_path / "w2" / "journal.sqlite").read_bytes().decode("latin-1")
+    assert_store_matches(emu, expected_profiles(src))
+
+
+async def test_submits_refused_by_the_server_are_not_resends(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """Two runs refused with 401, then the right token: nothing was sent twice."""
+    emu = await emulator_factory(token="s3cret")
+    src = export(tmp_path, 100)
+    for token in ("wrong", "wrong"):
+        refused = await run(
+            emu, src, tmp_path / "w", batch__max_rows=50, environ={"TARGET_PROFILE_TOKEN": token}
+        )
+        assert refused.exit_code == 2
+    ok = await run(
+        emu, src, tmp_path / "w", batch__max_rows=50, environ={"TARGET_PROFILE_TOKEN": "s3cret"}
+    )
+    assert ok.exit_code == 0
+    report = read_report(tmp_path / "w")
+    assert report["batches"]["resubmitted"] == 0
+    assert report["duplicates"]["resent_batches"] == 0
+    assert report["duplicates"]["possible_duplicate_rows"] == 0
+    assert "more than once" not in render_summary(report)
+    assert emu.stats()["duplicate_batches"] == 0
     assert_store_matches(emu, expected_profiles(src))
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import io
 import json
 import os
 import threading
@@ -115,13 +114,16 @@ def _private_dir(path: Path) -> None:
 
 
 class _Rejects:
-    """rejects.csv: the input line, id, reason and the record re-serialised as one field.
+    """rejects.csv: the input line, id, reason and the record exactly as it was read.
 
-    Written in the input encoding with ``surrogateescape``, so undecodable bytes
-    come back exactly as they were in the export.
+    The record is the raw text of the input (quotes, delimiters, line breaks
+    and ``\\r`` inside it as they were, its own line ending dropped), written
+    as one quoted CSV field: ``csv.reader`` gives it back unchanged. The file
+    is in the input encoding with ``surrogateescape``, so undecodable bytes come
+    back exactly as they were in the export.
     """
 
-    def __init__(self, path: Path, encoding: str, delimiter: str) -> None:
+    def __init__(self, path: Path, encoding: str) -> None:
         if encoding.lower().replace("_", "-") in ("utf-8-sig", "utf8-sig"):
             encoding = "utf-8"
         self._file = open(  # noqa: SIM115 - closed in close()
@@ -134,16 +136,10 @@ class _Rejects:
         )
         self._writer = csv.writer(self._file)
         self._writer.writerow(["line", "id", "reason", "record"])
-        self._record = io.StringIO()
-        self._record_writer = csv.writer(self._record, delimiter=delimiter, lineterminator="")
 
-    def write(self, rejects: Sequence[Reject]) -> None:
+    def write(self, rejects: Sequence[Reject], record_text: Callable[[int], str]) -> None:
         for r in sorted(rejects, key=lambda r: r.line):
-            self._record.seek(0)
-            self._record.truncate()
-            if r.record:
-                self._record_writer.writerow(r.record)
-            self._writer.writerow([r.line, r.id, r.reason.value, self._record.getvalue()])
+            self._writer.writerow([r.line, r.id, r.reason.value, record_text(r.line)])
 
     def close(self) -> None:
         self._file.close()
@@ -323,7 +319,7 @@ class Chunker:
         self, src: CsvSource, plan: ColumnPlan, head: bytes, row_limit: int
     ) -> ChunkSummary:
         inp = self.input_settings
-        rejects = _Rejects(self.out_dir / "rejects.csv", inp.encoding, inp.delimiter)
+        rejects = _Rejects(self.out_dir / "rejects.csv", inp.encoding)
         sink = _BatchSink(
             self.out_dir,
             head,
@@ -350,7 +346,7 @@ class Chunker:
                 if None in encoded or (datas and max(map(len, datas)) > row_limit):
                     datas, lines = _drop_unsendable(encoded, lines, originals, plan, row_limit, bad)
                 if bad:
-                    rejects.write(bad)
+                    rejects.write(bad, block.record_text)
                     counts.update(r.reason for r in bad)
                 sink.add(datas, lines)
                 written += len(datas)

@@ -19,7 +19,7 @@ from uploader.journal import Journal
 from uploader.pipeline import run_pipeline
 from uploader.progress import progress_display
 from uploader.settings import Settings
-from uploader.workdir import RunOutcome, default_job_id
+from uploader.workdir import RunOutcome, default_job_id, running_pid
 
 __all__ = ["find_batch_files", "run_command", "status_command", "submit_command"]
 
@@ -41,13 +41,19 @@ def submit_command(paths: list[Path], settings: Settings) -> int:
 
 
 def status_command(work_dir: Path, *, as_json: bool = False) -> int:
-    """``uploader status WORK_DIR``: the report as the journal stands now."""
+    """``uploader status WORK_DIR``: the report as the journal stands now.
+
+    A run still going is said to be running, with its pid (exit 3); a run that
+    ended shows the error it stored and exits with the code it ended with.
+    """
     path = work_dir / "journal.sqlite"
     if not path.exists():
         raise InputError(f"{work_dir}: no journal here (expected {path})")
+    pid = running_pid(work_dir)
     with Journal(path) as journal:
         chunk = journal.get_meta("chunk") or {}
         batches = journal.batches()
+        ended = None if pid else journal.get_meta("last_exit")
         report = reporting.build_report(
             job_id=journal.get_meta("job_id", work_dir.name),
             batches=batches,
@@ -62,10 +68,15 @@ def status_command(work_dir: Path, *, as_json: bool = False) -> int:
                 "journal": str(path),
                 "work_dir": str(work_dir),
             },
-            interrupted=journal.get_meta("last_outcome") != "done",
+            interrupted=pid is not None or journal.get_meta("last_outcome") != "done",
+            error=ended.get("error") if ended else None,
         )
+    if pid is not None:
+        report["running_pid"] = pid
+    elif ended:
+        report["exit_code"] = int(ended["exit_code"])
     print(json.dumps(report, indent=2) if as_json else reporting.render_summary(report))
-    return reporting.exit_code(report)
+    return int(report["exit_code"])
 
 
 def find_batch_files(paths: list[Path]) -> list[Path]:

@@ -436,18 +436,20 @@ class Journal:
         """Give up on the batch for good: its rows are failed (and go to failed.csv)."""
         self._move(seq, BatchState.FAILED, "last_error = ?, final_at = ?", (error, time.time()))
 
-    def requeue(self, seq: int) -> None:
+    def requeue(self, seq: int, *, sent: bool = True) -> None:
         """Put a stuck or interrupted batch back to WRITTEN, to be sent again.
 
         The previous batch id and remote counts describe a submit that no
         longer counts, so they are cleared; ``submits`` keeps the history.
+        ``sent=False``: the server refused the submit or never got it, so it
+        is taken back from ``submits`` and the next one is not a resend.
         """
         self._move(
             seq,
             BatchState.WRITTEN,
             "batch_id = NULL, status_url = NULL, remote_status = NULL, batch_size = NULL,"
             " consumed = NULL, successful = NULL, not_found = NULL, failed = NULL,"
-            " accepted_at = NULL",
+            " accepted_at = NULL" + ("" if sent else ", submits = MAX(submits - 1, 0)"),
             (),
             allowed_from=(BatchState.STUCK, BatchState.SUBMITTING),
         )

@@ -287,6 +287,9 @@ def _prepare(
     batch_files: Sequence[BatchFile] | None,
 ) -> None:
     """A new run starts clean; ``uploader submit`` registers its files up front."""
+    # How the last run ended no longer holds once this one runs (it may be killed).
+    journal.set_meta("last_outcome", None)
+    journal.set_meta("last_exit", None)
     if resuming:
         log.info("resuming run %s from %s", job_id, work_dir)
     else:

@@ -13,6 +13,7 @@ owner-only and replaced atomically, and a reader never sees half a report.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import json
@@ -153,11 +154,8 @@ def build_report(
                 if k not in _REQUESTS and k != "bytes_sent"
             },
         },
-        # Bodies that reached the server, resends included (refused connections are
-        # not); journals without that counter fall back to every attempt.
-        "bytes_submitted": int(
-            counters.get("bytes_sent", sum(b.bytes * b.attempts for b in batches))
-        ),
+        # Bodies that reached the server, resends included (refused connections are not).
+        "bytes_submitted": int(counters.get("bytes_sent", 0)),
         "elapsed_s": round(elapsed_s, 3),
         "rows_per_s": round(rows.submitted / elapsed_s, 1) if elapsed_s > 0 else 0.0,
         "outputs": {"rejects": None, "failed_rows": None, "journal": None, **outputs},
@@ -242,7 +240,9 @@ def exit_code(report: Mapping[str, Any]) -> int:
 
 
 @contextlib.contextmanager
-def _private_file(path: Path, *, newline: str | None = None) -> Iterator[IO[str]]:
+def _private_file(
+    path: Path, *, newline: str | None = None, encoding: str = "utf-8"
+) -> Iterator[IO[str]]:
     """A text file written to a temp name and moved into place; owner-only.
 
     The temp file is made by ``mkstemp`` (mode 0o600) in the target's directory
@@ -251,7 +251,7 @@ def _private_file(path: Path, *, newline: str | None = None) -> Iterator[IO[str]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
+        with os.fdopen(fd, "w", encoding=encoding, newline=newline) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -345,12 +345,14 @@ def write_failed_csv(
     header_names: Sequence[str],
     *,
     delimiter: str = ",",
+    encoding: str = "utf-8",
 ) -> int:
     """Write the rows to send again, in the input's layout; return how many.
 
     Whole batches that failed or got stuck, plus rows of complete batches
     that the server listed with status ``error``. The file exists only when
-    it holds a row, so a stale one from an earlier run never misleads.
+    it holds a row, so a stale one from an earlier run never misleads. It is
+    in the input's encoding and delimiter, so the same options read it back.
     """
     path = Path(path)
     errors: dict[int, set[str]] = {}
@@ -359,7 +361,9 @@ def write_failed_csv(
             errors.setdefault(seq, set()).add(pid)
     width = len(header_names)
     count = 0
-    with _private_file(path, newline="") as f:
+    if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):
+        encoding = "utf-8"  # utf-8-sig input: no byte-order mark is needed to read it back
+    with _private_file(path, newline="", encoding=encoding) as f:
         writer = csv.writer(f, delimiter=delimiter)
         writer.writerow(header_names)
         for b in batches:
@@ -385,8 +389,10 @@ def render_summary(report: Mapping[str, Any]) -> str:
     """A one-screen plain-text summary for the end of a run."""
     rows, batches, requests = report["rows"], report["batches"], report["requests"]
     status = str(report["status"])
+    pid = report.get("running_pid")
+    state = f"RUNNING (pid {pid})" if pid else f"{status.upper()} (exit {report['exit_code']})"
     lines = [
-        f"uploader job {report['job_id']}: {status.upper()} (exit {exit_code(report)})",
+        f"uploader job {report['job_id']}: {state}",
         _line("rows", rows, ("read", "rejected", "submitted")),
         _line("", rows, ("successful", "failed", "not_found", "pending")),
         _line("batches", batches, tuple(batches)),
@@ -421,8 +427,18 @@ def _line(label: str, values: Mapping[str, Any], keys: Sequence[str]) -> str:
 
 def _hint(report: Mapping[str, Any]) -> str:
     status = report["status"]
+    if report.get("running_pid"):
+        return (
+            f"still running as pid {report['running_pid']}: these are its figures so far "
+            "(a second run is refused while it holds the work dir)"
+        )
     if status == "error":
         return f"error: {report.get('error')}"
+    if status == "incomplete" and not report.get("interrupted") and report.get("chunking_done"):
+        # --no-wait: every batch is accepted; only following them to the end is left.
+        return (
+            "not final yet (--no-wait): run it again with --wait to follow the batches to the end"
+        )
     if status == "incomplete":
         return "not finished: re-run the same command to continue"
     if status == "partial":

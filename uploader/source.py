@@ -25,7 +25,7 @@ import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import islice, tee
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, BinaryIO
@@ -40,11 +40,36 @@ _READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
 
 @dataclass(slots=True)
 class RecordBlock:
-    """Consecutive records: fields, first input line of each, and unparsable records."""
+    """Consecutive records: fields, first input line of each, and unparsable records.
+
+    ``raw`` holds the physical lines the block was parsed from (line endings
+    kept), the first of them being input line ``raw_first``: rejected records
+    are written back from them exactly as they were read.
+    """
 
     rows: list[list[str]] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     malformed: list[tuple[int, str]] = field(default_factory=list)  # (line, csv error)
+    raw: list[str] = field(default_factory=list)
+    raw_first: int = 0
+
+    def record_text(self, line: int) -> str:
+        """The text of the record starting at input ``line``, without its line ending.
+
+        A record runs up to the next record of the block (or the block's end);
+        blank lines between records are not part of either.
+        """
+        starts = sorted([*self.lines, *(m[0] for m in self.malformed)])
+        i = starts.index(line)
+        end = starts[i + 1] if i + 1 < len(starts) else self.raw_first + len(self.raw)
+        lines = self.raw[line - self.raw_first : end - self.raw_first]
+        while len(lines) > 1 and lines[-1] in ("\n", "\r\n", "\r"):
+            lines.pop()  # blank lines are skipped, never inside a record's last line
+        text = "".join(lines)
+        for ending in ("\r\n", "\n", "\r"):
+            if text.endswith(ending):
+                return text[: -len(ending)]
+        return text
 
 
 def _text_encoding(encoding: str) -> str:
@@ -72,8 +97,12 @@ class CsvSource:
         self._binary: IO[bytes] | None = None
         self._text = self._open(str(path), encoding, stdin)
         try:
-            self._reader = csv.reader(self._text, delimiter=delimiter, strict=True)
+            # The reader and ``_raw`` share the physical lines (C-level tee): the
+            # raw text of each block is kept so rejects can be written back verbatim.
+            lines, self._raw = tee(self._text)
+            self._reader = csv.reader(lines, delimiter=delimiter, strict=True)
             self.header, self.header_line = self._read_header(encoding)
+            self._raw_pos = 1 + sum(1 for _ in islice(self._raw, self._reader.line_num))
         except BaseException:
             self.close()
             raise
@@ -152,12 +181,20 @@ class CsvSource:
             except _READ_ERRORS as exc:
                 raise InputError(f"{self.label}:{prev + 1}: cannot read: {exc}") from exc
             if len(rows) >= size:
-                yield block
+                yield self._with_raw(block)
                 block = RecordBlock()
             elif len(rows) - before + blanks < want:
                 break  # the reader ran dry: end of input
         if block.rows or block.malformed:
-            yield block
+            yield self._with_raw(block)
+
+    def _with_raw(self, block: RecordBlock) -> RecordBlock:
+        """Attach the physical lines read since the last block."""
+        count = self._reader.line_num - self._raw_pos + 1
+        block.raw_first = self._raw_pos
+        block.raw = list(islice(self._raw, count))
+        self._raw_pos += count
+        return block
 
     def close(self) -> None:
         """Close the input; standard input is left open (it is not ours)."""

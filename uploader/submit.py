@@ -128,6 +128,7 @@ class Submitter:
             before_sleep=self._count_retry,
         )
         loop = asyncio.get_running_loop()
+        maybe_applied = False  # an attempt whose fate is unknown: the server may have it
         try:
             async for attempt in retrying:
                 with attempt:
@@ -137,6 +138,7 @@ class Submitter:
                             result = await self._client.submit(job.path)
                         except UploaderError as exc:
                             self._record_attempt(job, slot, exc)
+                            maybe_applied |= isinstance(exc, OutcomeUnknownError)
                             raise
                         journal.record_attempt(job.seq, None)
                         self._count_sent(job)
@@ -148,7 +150,9 @@ class Submitter:
             # Every batch would meet the same problem: a bad token, a wrong client
             # code, or a server we cannot reach. That says nothing about this
             # batch's rows, so it stays to be sent by the next run, and this run stops.
-            journal.requeue(job.seq)
+            # Refused or never delivered, it was not applied: sending it again later
+            # is not a resend (nor a possible duplicate) unless an attempt may have landed.
+            journal.requeue(job.seq, sent=maybe_applied)
             self._on_stop_run(exc)
             return
         except UploaderError as exc:

@@ -34,6 +34,7 @@ __all__ = [
     "describe_batch_file",
     "fingerprint",
     "locked",
+    "running_pid",
     "write_outputs",
 ]
 
@@ -90,20 +91,60 @@ def fingerprint(
 
 @contextlib.contextmanager
 def locked(work_dir: Path) -> Iterator[None]:
-    """Hold the work dir's lock: two runs must never share one journal."""
+    """Hold the work dir's lock: two runs must never share one journal.
+
+    The lock file holds the pid of the run while it runs, for ``running_pid``.
+    """
     work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(work_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            pid = running_pid(work_dir)
             raise ConfigError(
-                f"{work_dir}: another uploader run is using this work dir; "
-                "wait for it to finish or use another --work-dir"
+                f"{work_dir}: another uploader run is using this work dir"
+                + (f" (pid {pid})" if pid else "")
+                + "; wait for it to finish or use another --work-dir"
             ) from None
-        yield
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def running_pid(work_dir: Path) -> int | None:
+    """The pid of the run holding the work dir's lock, or None when no run holds it.
+
+    The pid written by ``locked`` is only believed while the lock is held: a
+    run killed with SIGKILL leaves its pid behind but not its lock.
+    """
+    try:
+        fd = os.open(work_dir / ".lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        text = os.read(fd, 32).decode("ascii", "replace").strip()
+        if not text.isdigit():
+            return None
+        try:
+            os.kill(int(text), 0)  # cheap check first: no probe of a dead pid's lock
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, another user's
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return int(text)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def clear_outputs(work_dir: Path) -> None:
@@ -138,6 +179,7 @@ def write_outputs(
             _read_rows,
             failed_header(chunk.get("header", []), batches, settings),
             delimiter=settings.input.delimiter,
+            encoding=settings.input.encoding,
         )
     except OSError as exc:  # a batch file was removed by hand: still write the report
         log.error("cannot write %s: %s", failed_path, exc)
@@ -173,7 +215,10 @@ def write_outputs(
         reporting.write_report(work_dir / "report.json", report)
     if settings.run.junit:
         reporting.write_junit(settings.run.junit, batches, report)
-    return RunOutcome(report, reporting.exit_code(report), work_dir)
+    code = reporting.exit_code(report)
+    # What `uploader status` shows of a run that has ended (cleared when one starts).
+    journal.set_meta("last_exit", {"exit_code": code, "error": report["error"]})
+    return RunOutcome(report, code, work_dir)
 
 
 def describe_batch_file(seq: int, path: Path) -> BatchFile:

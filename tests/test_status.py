@@ -1,0 +1,82 @@
+"""``uploader status``: what it says of a run that ended, of one still going, and after --no-wait.
+
+The command line runs in a subprocess; servers are the in-process emulator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tests.conftest import EmulatorFactory
+from tests.test_cli_errors import small_export, uploader
+from uploader.workdir import locked
+
+
+async def test_status_of_a_run_that_could_not_connect(tmp_path: Path) -> None:
+    """The stored error and the exit code the run ended with; no bytes reached a server."""
+    small_export(tmp_path)
+    r = await uploader(
+        "run", "export.csv", "--client", "demo", "--base-url", "http://127.0.0.1:1",
+        "--max-attempts", "2", "--work-dir", "w", "--progress", "none", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.code == 2
+    s = await uploader("status", "w", cwd=tmp_path)
+    assert s.code == 2
+    lines = s.stdout.splitlines()
+    assert lines[0].endswith(": ERROR (exit 2)")
+    assert lines[5].startswith("sent      0 B in ")
+    assert lines[-1].startswith("hint      error: cannot reach http://127.0.0.1:1: ")
+    j = await uploader("status", "w", "--json", cwd=tmp_path)
+    rep = json.loads(j.stdout)
+    assert (j.code, rep["exit_code"], rep["bytes_submitted"]) == (2, 2, 0)
+    assert rep["error"].startswith("cannot reach http://127.0.0.1:1: ")
+
+
+async def test_status_of_a_run_still_going(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    emu = await emulator_factory()
+    small_export(tmp_path)
+    r = await uploader(
+        "run", "export.csv", "--client", "demo", "--base-url", emu.base_url,
+        "--work-dir", "w", "--progress", "none", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.code == 0
+    with locked(tmp_path / "w"):  # as a run holds it: this process plays the running run
+        s = await uploader("status", "w", cwd=tmp_path)
+        again = await uploader(
+            "run", "export.csv", "--client", "demo", "--base-url", emu.base_url,
+            "--work-dir", "w", "--progress", "none", cwd=tmp_path,
+        )  # fmt: skip
+    assert s.code == 3
+    lines = s.stdout.splitlines()
+    assert lines[0].endswith(f": RUNNING (pid {os.getpid()})")
+    assert lines[-1] == (
+        f"hint      still running as pid {os.getpid()}: these are its figures so far "
+        "(a second run is refused while it holds the work dir)"
+    )
+    assert "re-run" not in s.stdout
+    assert again.code == 2
+    assert f"another uploader run is using this work dir (pid {os.getpid()})" in again.stderr
+    after = await uploader("status", "w", cwd=tmp_path)  # the lock is released: it ended, exit 0
+    assert after.code == 0
+    assert after.stdout.splitlines()[0].endswith(": COMPLETE (exit 0)")
+
+
+async def test_no_wait_says_what_finishes_it(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    emu = await emulator_factory(apply_rate=1.0)  # batches stay incomplete for a while
+    small_export(tmp_path)
+    args = ("run", "export.csv", "--client", "demo", "--base-url", emu.base_url, "--work-dir", "w")
+    r = await uploader(*args, "--no-wait", "--progress", "none", cwd=tmp_path)
+    assert r.code == 3
+    hint = (
+        "hint      not final yet (--no-wait): run it again with --wait to follow the batches "
+        "to the end"
+    )
+    assert r.lines[-1] == hint
+    s = await uploader("status", "w", cwd=tmp_path)
+    assert (s.code, s.stdout.splitlines()[-1]) == (3, hint)
