@@ -14,6 +14,7 @@ from uploader.errors import ConfigError
 from uploader.settings import (
     BatchSettings,
     InputSettings,
+    PacingSettings,
     RunSettings,
     Settings,
     StatusSettings,
@@ -33,6 +34,7 @@ CLASSES: dict[str, type[Any]] = {
     "submit": SubmitSettings,
     "status": StatusSettings,
     "run": RunSettings,
+    "pacing": PacingSettings,
 }
 
 

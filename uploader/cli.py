@@ -57,6 +57,14 @@ _RUN_FLAGS = {
     "progress": "run.progress",
     "loop": "run.loop",
 }
+_PACING_FLAGS = {
+    "max_rows_per_s": "pacing.max_rows_per_s",
+    "window": "pacing.window",
+    "timezone": "pacing.timezone",
+    "exit_outside_window": "pacing.exit_outside_window",
+    "daily_rows": "pacing.daily_rows",
+    "max_backlog_rows": "pacing.max_backlog_rows",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,6 +169,39 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_pacing(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pacing (each off unless given)")
+    g.add_argument(
+        "--max-rows-per-s", type=float, metavar="R", help="cap on rows submitted per second"
+    )
+    g.add_argument(
+        "--window",
+        metavar="HH:MM-HH:MM",
+        help="submit new batches only inside these hours (may wrap midnight)",
+    )
+    g.add_argument(
+        "--timezone", metavar="ZONE", help="IANA zone of --window and --daily-rows (default: local)"
+    )
+    g.add_argument(
+        "--exit-outside-window",
+        action="store_true",
+        default=None,
+        help="outside the window, exit 3 once accepted batches are final (default: wait)",
+    )
+    g.add_argument(
+        "--daily-rows",
+        type=int,
+        metavar="N",
+        help="rows per calendar day for this job, across reruns; then exit 3",
+    )
+    g.add_argument(
+        "--max-backlog-rows",
+        type=int,
+        metavar="N",
+        help="no new submit while more than N submitted rows are not final in Target",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="uploader",
@@ -185,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(run)
     _add_input(run)
     _add_run(run)
+    _add_pacing(run)
 
     split = sub.add_parser(
         "split",
@@ -203,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(submit)
     _add_target(submit)
     _add_run(submit)
+    _add_pacing(submit)
 
     status = sub.add_parser(
         "status", help="show where a run stands (from its journal)", formatter_class=_Formatter
@@ -237,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(ns: argparse.Namespace, *, require_client: bool = True) -> Settings:
     overrides: dict[str, Any] = {}
-    for table in (_TARGET_FLAGS, _INPUT_FLAGS, _RUN_FLAGS):
+    for table in (_TARGET_FLAGS, _INPUT_FLAGS, _RUN_FLAGS, _PACING_FLAGS):
         for dest, key in table.items():
             if hasattr(ns, dest):
                 overrides[key] = getattr(ns, dest)

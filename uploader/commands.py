@@ -70,6 +70,7 @@ def status_command(work_dir: Path, *, as_json: bool = False) -> int:
             },
             interrupted=pid is not None or journal.get_meta("last_outcome") != "done",
             error=ended.get("error") if ended else None,
+            pacing=journal.get_meta("pacing"),
         )
     if pid is not None:
         report["running_pid"] = pid

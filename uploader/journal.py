@@ -39,6 +39,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "ProfileStatusLike",
+    "Sample",
 ]
 
 SCHEMA_VERSION = 1
@@ -90,6 +91,16 @@ CREATE TABLE IF NOT EXISTS profile_errors (
 );
 CREATE INDEX IF NOT EXISTS profile_errors_seq ON profile_errors (seq);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS daily_rows (day TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (
+    t REAL NOT NULL,
+    rows_accepted INTEGER NOT NULL,
+    in_flight INTEGER NOT NULL,
+    lim INTEGER NOT NULL,
+    throttles INTEGER NOT NULL,
+    backlog_rows INTEGER NOT NULL,
+    waiting TEXT
+);
 """
 
 
@@ -183,6 +194,23 @@ class BatchRecord:
 
 
 _COLUMNS = ", ".join(f.name for f in fields(BatchRecord))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One point of a run's time series, for the HTML report.
+
+    Counters (``rows_accepted``, ``throttles``) are totals of the run that
+    recorded the sample; a resumed run starts them again from zero.
+    """
+
+    t: float  # epoch seconds
+    rows_accepted: int
+    in_flight: int
+    limit: int
+    throttles: int
+    backlog_rows: int
+    waiting: str | None = None
 
 
 class Journal:
@@ -300,7 +328,8 @@ class Journal:
                 self._set_meta("fingerprint", new)
                 return True
             if fresh:
-                for table in ("batches", "profile_errors", "counters"):
+                # daily_rows stays: rows sent today count against today's budget.
+                for table in ("batches", "profile_errors", "counters", "samples"):
                     self._db.execute(f"DELETE FROM {table}")  # fixed table names
                 self._db.execute("DELETE FROM meta WHERE key != 'schema'")
             self._set_meta("fingerprint", new)
@@ -497,6 +526,61 @@ class Journal:
         result = dict.fromkeys(COUNTERS, 0)
         result.update({str(name): int(n) for name, n in rows})
         return result
+
+    # -- pacing budget and time series -----------------------------------------------
+
+    def rows_on(self, day: str) -> int:
+        """Rows counted against the daily budget on ``day`` (ISO date), across runs."""
+        with self._read():
+            row = self._db.execute("SELECT n FROM daily_rows WHERE day = ?", (day,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def add_rows(self, day: str, rows: int) -> None:
+        with self._write():
+            self._db.execute(
+                "INSERT INTO daily_rows (day, n) VALUES (?, ?) "
+                "ON CONFLICT (day) DO UPDATE SET n = n + excluded.n",
+                (day, rows),
+            )
+
+    def add_sample(self, sample: Sample, *, keep: int) -> None:
+        """Append one point of the run's time series; thin the oldest half past ``keep``.
+
+        Thinning drops every other point of the older half, so a night-long
+        run keeps its whole shape in at most about ``keep`` rows.
+        """
+        with self._write():
+            self._db.execute(
+                "INSERT INTO samples (t, rows_accepted, in_flight, lim, throttles,"
+                " backlog_rows, waiting) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    sample.t,
+                    sample.rows_accepted,
+                    sample.in_flight,
+                    sample.limit,
+                    sample.throttles,
+                    sample.backlog_rows,
+                    sample.waiting,
+                ),
+            )
+            (count,) = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()
+            if count > keep:
+                rowids = [
+                    r[0] for r in self._db.execute("SELECT rowid FROM samples ORDER BY rowid")
+                ]
+                older = rowids[: len(rowids) // 2]
+                self._db.executemany(
+                    "DELETE FROM samples WHERE rowid = ?", [(r,) for r in older[1::2]]
+                )
+
+    def samples(self) -> list[Sample]:
+        """The recorded time series, oldest first."""
+        with self._read():
+            rows = self._db.execute(
+                "SELECT t, rows_accepted, in_flight, lim, throttles, backlog_rows, waiting"
+                " FROM samples ORDER BY rowid"
+            ).fetchall()
+        return [Sample(*r) for r in rows]
 
     # -- queries ----------------------------------------------------------------------
 

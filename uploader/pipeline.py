@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from uploader.chunk import BatchFile, Chunker
 from uploader.client import TargetClient
 from uploader.errors import ConfigError, InputError, TransportError, UploaderError
 from uploader.journal import BatchRecord, Journal
+from uploader.pacing import Clock, Pacer, PacingStop, parse_window, resolve_timezone
 from uploader.poll import Poller
 from uploader.retry import Sleep
 from uploader.settings import Settings
@@ -62,6 +64,7 @@ class _Run:
         client: TargetClient,
         *,
         sleep: Sleep | None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -75,7 +78,9 @@ class _Run:
         self.stop_requested = asyncio.Event()
         self.chunk_stop = threading.Event()
         self.fatal: UploaderError | None = None
+        self.paused: PacingStop | None = None  # a pacing limit ended this run's submits
         self.waiting = threading.Semaphore(settings.batch.max_waiting)
+        self.pacer = make_pacer(settings, journal, clock)
         self.submitter = Submitter(
             client,
             journal,
@@ -84,6 +89,8 @@ class _Run:
             on_failed=self.failed,
             on_stop_run=self.stop_run,
             sleep=sleep,
+            pacer=self.pacer,
+            on_paused=self.pause,
         )
         self.poller = Poller(
             client, journal, settings.status, on_final=self.final, on_stuck=self.stuck
@@ -150,11 +157,20 @@ class _Run:
             log.error("stopping: %s; run the same command again to continue", exc)
         self.request_stop()
 
+    def pause(self, stop: PacingStop) -> None:
+        """A pacing limit: send nothing more; follow what was accepted, then exit 3."""
+        if self.paused is None:
+            self.paused = stop
+            log.warning("pausing: %s", stop, extra={"event": "paused"})
+        self.changed.set()
+
     def final(self, seq: int) -> None:
         self.open.discard(seq)
+        self.pacer.settled(seq)
         self.changed.set()
 
     def stuck(self, seq: int) -> None:
+        self.pacer.settled(seq)
         record = self.journal.batch(seq)
         if record.submits <= self.settings.status.resubmit_stuck:
             log.warning("batch %06d is stuck; submitting it again", seq)
@@ -176,6 +192,7 @@ class _Run:
                 continue
             if state == BatchState.ACCEPTED and record.status_url:
                 self.open.add(record.seq)
+                self.pacer.track(record.seq, record.rows)
                 if self.settings.status.wait:
                     self.poller.follow(record.seq, record.status_url, delay=0.0)
             elif state == BatchState.STUCK:
@@ -192,6 +209,10 @@ class _Run:
     # -- completion -------------------------------------------------------------
 
     def finished(self) -> bool:
+        if self.paused is not None:  # nothing more is sent: done once the accepted are final
+            if self.submitter.active:
+                return False
+            return not self.settings.status.wait or self.open <= self.unsent
         if not self.chunk_done.is_set():
             return False
         if not self.settings.status.wait:
@@ -208,7 +229,7 @@ class _Run:
         while True:
             self.changed.clear()
             if self.finished():
-                return "done"
+                return "done" if self.paused is None else "paused"
             if self.stop_requested.is_set():
                 return "stopped"
             remaining = deadline - self.loop.time()
@@ -217,6 +238,21 @@ class _Run:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):  # not wait_for: see poll.Poller._wait
                     await self.changed.wait()
+
+
+def make_pacer(settings: Settings, journal: Journal, clock: Clock | None = None) -> Pacer:
+    """The run's pacer from ``settings.pacing``; rows per day are counted in the journal."""
+    p = settings.pacing
+    return Pacer(
+        max_rows_per_s=p.max_rows_per_s,
+        window=parse_window(p.window) if p.window else None,
+        timezone=resolve_timezone(p.timezone),
+        exit_outside_window=p.exit_outside_window,
+        daily_rows=p.daily_rows,
+        max_backlog_rows=p.max_backlog_rows,
+        ledger=journal,
+        clock=clock,
+    )
 
 
 def _stop_message(exc: UploaderError, settings: Settings) -> str:
@@ -238,6 +274,7 @@ async def run_pipeline(
     progress: Callable[[Callable[[], dict[str, Any]]], contextlib.AbstractAsyncContextManager[None]]
     | None = None,
     sleep: Sleep | None = None,
+    clock: Clock | None = None,
     install_signals: bool = True,
     files: Sequence[Path] | None = None,
 ) -> RunOutcome:
@@ -267,13 +304,16 @@ async def run_pipeline(
                 connections=settings.submit.concurrency + settings.status.max_inflight,
                 timeout_s=settings.submit.request_timeout_s,
             ) as client:
-                run = _Run(settings, journal, client, sleep=sleep)
+                run = _Run(settings, journal, client, sleep=sleep, clock=clock)
                 status = await _drive(run, input_name, work_dir, progress, install_signals)
                 error = run.fatal
                 latencies = tuple(run.submitter.stats.latencies_s)
+                pacing = _pacing_summary(run)
         except (InputError, ConfigError) as exc:
-            status, error, latencies = "error", exc, ()
-        outcome = write_outputs(journal, settings, work_dir, job_id, started, status, error)
+            status, error, latencies, pacing = "error", exc, (), None
+        outcome = write_outputs(
+            journal, settings, work_dir, job_id, started, status, error, pacing=pacing
+        )
         return dataclasses.replace(outcome, submit_latencies_s=latencies)
 
 
@@ -390,6 +430,23 @@ async def _chunk(run: _Run, input_name: str, work_dir: Path) -> None:
     run.changed.set()
 
 
+def _pacing_summary(run: _Run) -> dict[str, Any] | None:
+    """Pacing as the report shows it (None when no limit is set); kept for `status`."""
+    if not run.pacer.active:
+        run.journal.set_meta("pacing", None)
+        return None
+    summary = run.pacer.describe()
+    stop = run.paused
+    summary["stopped"] = str(stop) if stop else None
+    summary["resume_after"] = _iso(stop.resume_at) if stop and stop.resume_at else None
+    run.journal.set_meta("pacing", summary)
+    return summary
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
+
+
 def _snapshot(run: _Run) -> dict[str, Any]:
     stats = run.submitter.stats
     return {
@@ -405,4 +462,6 @@ def _snapshot(run: _Run) -> dict[str, Any]:
         "in_flight": run.submitter.limiter.in_flight,
         "throttles": run.submitter.limiter.throttles,
         "chunk_done": run.chunk_done.is_set(),
+        "waiting": run.pacer.waiting,
+        "backlog_rows": run.pacer.backlog_rows,
     }

@@ -54,7 +54,7 @@ def _line(s: dict[str, Any], elapsed: float) -> str:
         f"{s['batches_failed']} failed; rows accepted {s['rows_accepted']:,} "
         f"({rate:,.0f}/s); in flight {s['in_flight']}/{s['limit']}, "
         f"slow-downs (429/503) {s['throttles']}"
-    )
+    ) + (f"; {s['waiting']}" if s.get("waiting") else "")
 
 
 @contextlib.asynccontextmanager
@@ -108,7 +108,8 @@ async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
             sent,
             completed=s["batches_sent"],
             total=known,
-            extra=f"rows {s['rows_accepted']:,}  in flight {s['in_flight']}/{s['limit']}",
+            extra=s.get("waiting")
+            or f"rows {s['rows_accepted']:,}  in flight {s['in_flight']}/{s['limit']}",
         )
         bars.update(
             final,

@@ -122,6 +122,7 @@ def build_report(
     error: str | None = None,
     settings_summary: Mapping[str, Any] | None = None,
     finished_at: float | None = None,
+    pacing: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report.json document (SPEC section 4 keys first, then extras)."""
     rejected = sum(rejected_by_reason.values())
@@ -172,6 +173,7 @@ def build_report(
         "client": settings.get("client"),
         "api": settings.get("api"),
         "settings": settings,
+        "pacing": dict(pacing) if pacing else None,
     }
     return report
 
@@ -403,6 +405,9 @@ def render_summary(report: Mapping[str, Any]) -> str:
     outputs = [(k, v) for k, v in report.get("outputs", {}).items() if v]
     for i, (name, value) in enumerate(outputs):
         lines.append(f"{'outputs' if i == 0 else '':<10}{name:<13}{value}")
+    pacing = report.get("pacing")
+    if pacing:
+        lines.append(f"{'pacing':<10}{_pacing_line(pacing)}")
     dup = report.get("duplicates", {})
     if dup.get("possible_duplicate_rows"):
         lines.append(
@@ -425,6 +430,22 @@ def _line(label: str, values: Mapping[str, Any], keys: Sequence[str]) -> str:
     return f"{label:<10}{cells}"
 
 
+def _pacing_line(p: Mapping[str, Any]) -> str:
+    parts = []
+    if p.get("max_rows_per_s"):
+        parts.append(f"max {p['max_rows_per_s']:,.0f} rows/s")
+    if p.get("window"):
+        outside = "exit" if p.get("exit_outside_window") else "wait"
+        parts.append(f"window {p['window']} {p.get('timezone')} (outside: {outside})")
+    if p.get("daily_rows"):
+        today = p.get("rows_today")
+        used = f", {today:,} used today" if today is not None else ""
+        parts.append(f"daily {p['daily_rows']:,} rows{used}")
+    if p.get("max_backlog_rows"):
+        parts.append(f"backlog cap {p['max_backlog_rows']:,} rows")
+    return "; ".join(parts)
+
+
 def _hint(report: Mapping[str, Any]) -> str:
     status = report["status"]
     if report.get("running_pid"):
@@ -434,6 +455,9 @@ def _hint(report: Mapping[str, Any]) -> str:
         )
     if status == "error":
         return f"error: {report.get('error')}"
+    stopped = (report.get("pacing") or {}).get("stopped")
+    if status == "incomplete" and stopped:
+        return f"paused: {stopped}"
     if status == "incomplete" and not report.get("interrupted") and report.get("chunking_done"):
         # --no-wait: every batch is accepted; only following them to the end is left.
         return (

@@ -20,12 +20,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from uploader.errors import ConfigError
+from uploader.pacing import parse_window, resolve_timezone
 
 __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_ROWS",
     "BatchSettings",
     "InputSettings",
+    "PacingSettings",
     "RunSettings",
     "Settings",
     "StatusSettings",
@@ -196,6 +198,27 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class PacingSettings:
+    """Operator limits on when and how fast batches are submitted (see pacing.py)."""
+
+    max_rows_per_s: float | None = None  # token bucket on rows, bursts of one batch
+    window: str | None = None  # "HH:MM-HH:MM": submit only inside, may wrap midnight
+    timezone: str | None = None  # IANA name for window and daily budget; None: local
+    exit_outside_window: bool = False  # outside the window: exit 3 instead of waiting
+    daily_rows: int | None = None  # rows per calendar day for this job, across reruns
+    max_backlog_rows: int | None = None  # accepted rows not yet final before pausing
+
+    def __post_init__(self) -> None:
+        for name in ("max_rows_per_s", "daily_rows", "max_backlog_rows"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(f"pacing.{name}", value)
+        if self.window is not None:
+            parse_window(self.window)
+        resolve_timezone(self.timezone)
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole validated configuration of one command."""
 
@@ -205,6 +228,14 @@ class Settings:
     submit: SubmitSettings = field(default_factory=SubmitSettings)
     status: StatusSettings = field(default_factory=StatusSettings)
     run: RunSettings = field(default_factory=RunSettings)
+    pacing: PacingSettings = field(default_factory=PacingSettings)
+
+    def __post_init__(self) -> None:
+        if self.pacing.max_backlog_rows is not None and not self.status.wait:
+            raise ConfigError(
+                "pacing.max_backlog_rows needs status.wait (--wait): the backlog is only "
+                "known while batches are followed to a final status"
+            )
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -214,6 +245,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "submit": SubmitSettings,
     "status": StatusSettings,
     "run": RunSettings,
+    "pacing": PacingSettings,
 }
 # Keys that exist on the dataclasses but must not come from a file or flag.
 _HIDDEN = {("target", "token"), ("run", "fresh")}
@@ -302,6 +334,7 @@ def _convert(key: str, kind: str, value: Any) -> Any:
     """Coerce a TOML or flag value to the field's type, with a clear message."""
     if value is None:
         return None
+    kind = kind.removesuffix(" | None")
     try:
         if kind == "bool":
             if isinstance(value, str):

@@ -28,6 +28,7 @@ from uploader.errors import (
     UploaderError,
 )
 from uploader.journal import Journal
+from uploader.pacing import Pacer, PacingStop
 from uploader.retry import AdaptiveLimiter, Sleep, Slot, retry_policy
 from uploader.settings import SubmitSettings
 
@@ -71,6 +72,8 @@ class Submitter:
         on_stop_run: Callable[[UploaderError], None] | None = None,
         limiter: AdaptiveLimiter | None = None,
         sleep: Sleep | None = None,
+        pacer: Pacer | None = None,
+        on_paused: Callable[[PacingStop], None] | None = None,
     ) -> None:
         self._client = client
         self._journal = journal
@@ -79,9 +82,12 @@ class Submitter:
         self._on_failed = on_failed
         self._on_stop_run = on_stop_run
         self._sleep = sleep
+        self._pacer = pacer
+        self._on_paused = on_paused
         self.limiter = limiter or AdaptiveLimiter(settings.concurrency)
         self.queue: asyncio.Queue[SubmitJob | None] = asyncio.Queue()
         self.stats = SubmitStats()
+        self.active = 0  # batches admitted and not yet accepted or given up
         self._stopping = False
 
     async def run(self) -> None:
@@ -118,6 +124,25 @@ class Submitter:
 
     async def submit_one(self, job: SubmitJob) -> None:
         """Send one batch until accepted or given up; record the outcome."""
+        if self._pacer is not None:
+            try:
+                await self._pacer.admit(job.seq, job.rows)
+            except PacingStop as exc:
+                # Not begun: the batch stays written, and the next run sends it.
+                self._stopping = True
+                if self._on_paused is None:
+                    raise
+                self._on_paused(exc)
+                return
+            if self._stopping:
+                return
+        self.active += 1
+        try:
+            await self._submit_admitted(job)
+        finally:
+            self.active -= 1
+
+    async def _submit_admitted(self, job: SubmitJob) -> None:
         journal = self._journal
         journal.begin_submit(job.seq)
         retrying = retry_policy(

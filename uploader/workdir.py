@@ -163,6 +163,8 @@ def write_outputs(
     started: float,
     outcome: str,
     error: UploaderError | None = None,
+    *,
+    pacing: dict[str, Any] | None = None,
 ) -> RunOutcome:
     # Time spent running, summed over resumes (not the idle time between them).
     elapsed = float(journal.get_meta("active_s", 0.0)) + (time.time() - started)
@@ -208,6 +210,7 @@ def write_outputs(
             "base_url": settings.target.base_url,
             "outcome": outcome,
         },
+        pacing=pacing,
     )
     report_path = settings.run.report or work_dir / "report.json"
     reporting.write_report(report_path, report)
