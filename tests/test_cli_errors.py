@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,3 +244,13 @@ async def test_401_with_wrong_token_never_prints_it(
     assert_one_error_line(r, 2, "401")
     assert "wrong-token-value" not in r.stderr + r.stdout
     assert "wrong-token-value" not in (tmp_path / "w" / "report.json").read_text()
+
+
+async def test_emulator_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = await uploader("emulator", "--port", str(port), cwd=tmp_path)
+    assert_one_error_line(r, 2, f"cannot listen on 127.0.0.1 port {port}: Address already in use")
+    assert r.lines == [f"{ERROR}cannot listen on 127.0.0.1 port {port}: Address already in use"]

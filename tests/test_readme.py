@@ -129,3 +129,45 @@ async def test_resend_recipe_round_trips_a_latin1_export(
     assert stored_profiles(clean, [r[0] for r in rows]) == {
         rid: {k: v for k, v in (("tier", tier), ("note", note)) if v} for rid, tier, note in rows
     }
+
+
+def all_options(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Action]]:
+    found = [(parser.prog, a) for a in parser._actions if a.option_strings]
+    for sub in commands(parser).values():
+        found += [(sub.prog, a) for a in sub._actions if a.option_strings]
+    return found
+
+
+def test_help_shows_every_default_in_one_style() -> None:
+    for prog, action in all_options(build_parser()):
+        text = action.help or ""
+        if "default" in text:
+            assert "(default: " in text, (prog, action.option_strings, text)
+        if action.default not in (None, False, argparse.SUPPRESS) and action.help:
+            assert "(default: " in text, (prog, action.option_strings, text)
+    port = next(
+        a
+        for p, a in all_options(build_parser())
+        if p.endswith("emulator") and "--port" in a.option_strings
+    )
+    assert "(default: 0 = any free port" in (port.help or "")
+
+
+def test_every_emulator_option_is_documented() -> None:
+    emu = commands(build_parser())["emulator"]
+    for action in emu._actions:
+        for flag in action.option_strings:
+            if flag not in ("-h", "--help"):
+                assert f"`{flag}" in README, flag
+
+
+def test_status_help_states_the_exit_codes() -> None:
+    text = commands(build_parser())["status"].format_help()
+    assert "exit codes" in text
+    for code in ("0", "1", "2", "3"):
+        assert re.search(rf"^  {code}  \S", text, re.M), code
+
+
+def test_readme_says_what_the_tool_does_itself() -> None:
+    assert "does not lock" not in README  # it does: a second run on a work dir is refused
+    assert "detected from the content" in README  # gzip: the magic bytes, not the name

@@ -98,26 +98,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = BenchOptions()
     add = parser.add_argument
     g = parser.add_argument_group("workload")
-    g.add_argument("--rows", type=int, default=d.rows, help=f"rows to generate (default {d.rows})")
+    g.add_argument("--rows", type=int, default=d.rows, help=f"rows to generate (default: {d.rows})")
     g.add_argument(
         "--id-prefix",
         default=d.id_prefix,
-        help=f"profile ids are PREFIX1.. (default {d.id_prefix})",
+        help=f"profile ids are PREFIX1.. (default: {d.id_prefix})",
     )
-    g.add_argument("--seed", type=int, default=d.seed, help=f"generator seed (default {d.seed})")
+    g.add_argument("--seed", type=int, default=d.seed, help=f"generator seed (default: {d.seed})")
     g.add_argument(
         "--max-batch-rows",
         type=int,
         default=d.max_batch_rows,
         metavar="N",
-        help=f"rows per batch (default {d.max_batch_rows})",
+        help=f"rows per batch (default: {d.max_batch_rows})",
     )
     g.add_argument(
         "--max-batch-bytes",
         type=int,
         default=d.max_batch_bytes,
         metavar="N",
-        help=f"bytes per batch (default {d.max_batch_bytes})",
+        help=f"bytes per batch (default: {d.max_batch_bytes})",
     )
     g = parser.add_argument_group("client")
     g.add_argument(
@@ -125,42 +125,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=d.concurrency,
         metavar="N",
-        help=f"max submits in flight (default {d.concurrency})",
+        help=f"max submits in flight (default: {d.concurrency})",
     )
-    g.add_argument("--api", choices=("v1", "v2"), default=d.api, help=f"(default {d.api})")
+    g.add_argument("--api", choices=("v1", "v2"), default=d.api, help=f"(default: {d.api})")
     g.add_argument(
         "--wait",
         action=argparse.BooleanOptionalAction,
         default=d.wait,
-        help="follow batches to `complete` (default --wait; needed for complete latency)",
+        help="follow batches to `complete` (default: --wait; needed for complete latency)",
     )
     g.add_argument(
         "--poll-initial",
         type=float,
         default=d.poll_initial_s,
         metavar="S",
-        help=f"first status poll after S seconds (default {d.poll_initial_s})",
+        help=f"first status poll after S seconds (default: {d.poll_initial_s})",
     )
     g.add_argument(
         "--poll-max",
         type=float,
         default=d.poll_max_s,
         metavar="S",
-        help=f"longest interval between polls (default {d.poll_max_s})",
+        help=f"longest interval between polls (default: {d.poll_max_s})",
     )
     g.add_argument(
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
         default=d.loop,
-        help=f"event loop (default {d.loop})",
+        help=f"event loop (default: {d.loop})",
     )
-    g = parser.add_argument_group("built-in emulator (default target)")
+    g = parser.add_argument_group("built-in emulator (default: target)")
     g.add_argument(
         "--latency-ms",
         type=parse_latency,
         default=d.latency_ms,
         metavar="A-B",
-        help="latency of every submit, uniform in A-B ms (default 50)",
+        help="latency of every submit, uniform in A-B ms (default: 50)",
     )
     g.add_argument(
         "--max-inflight",
@@ -174,19 +174,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=d.apply_rate,
         metavar="R",
-        help=f"rows applied per second (default {d.apply_rate:g})",
+        help=f"rows applied per second (default: {d.apply_rate:g})",
     )
     g.add_argument(
         "--retry-after",
         type=float,
         default=d.retry_after_s,
         metavar="S",
-        help=f"Retry-After of a 429 (default {d.retry_after_s:g})",
+        help=f"Retry-After of a 429 (default: {d.retry_after_s:g})",
     )
     g = parser.add_argument_group("external target (instead of the emulator)")
     g.add_argument("--base-url", default=None, metavar="URL", help="API base URL (default: none)")
     g.add_argument(
-        "--client", default=d.client, metavar="CODE", help=f"client code (default {d.client})"
+        "--client", default=d.client, metavar="CODE", help=f"client code (default: {d.client})"
     )
     g = parser.add_argument_group("output")
     add("--json", default=None, metavar="PATH", help="also write the figures as JSON here")

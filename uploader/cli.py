@@ -67,6 +67,16 @@ _PACING_FLAGS = {
 }
 
 
+STATUS_EXIT_CODES = """\
+exit codes (those of the run it shows):
+  0  the run ended with every batch final and every row successful (or not_found)
+  1  the run ended with rows rejected, failed or in stuck batches
+  2  the run ended on a usage, input or credentials error (the error is shown),
+     or WORK_DIR holds no journal
+  3  not finished: still running (its pid is shown), or stopped before the end
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line like every other error."""
 
@@ -116,7 +126,10 @@ def _add_input(p: argparse.ArgumentParser) -> None:
     g.add_argument("--delimiter", metavar="C", help="field delimiter (default: ,)")
     g.add_argument("--encoding", metavar="E", help="input encoding (default: utf-8; BOM skipped)")
     g.add_argument(
-        "--max-batch-rows", type=int, metavar="N", help="rows per batch (default and max: 500000)"
+        "--max-batch-rows",
+        type=int,
+        metavar="N",
+        help="rows per batch (default: 500000, also the max)",
     )
     g.add_argument(
         "--max-batch-bytes",
@@ -248,7 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pacing(submit)
 
     status = sub.add_parser(
-        "status", help="show where a run stands (from its journal)", formatter_class=_Formatter
+        "status",
+        help="show where a run stands (from its journal)",
+        formatter_class=_Formatter,
+        epilog=STATUS_EXIT_CODES,
     )
     status.add_argument("work_dir", metavar="WORK_DIR", help="the work dir of a run or submit")
     status.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -331,8 +347,12 @@ def _cmd_emulator(ns: argparse.Namespace) -> int:
     from uploader import emulator
 
     config = emulator.config_from_args(ns)
-    with contextlib.suppress(KeyboardInterrupt):
-        run_async(emulator.serve_forever(config, ns.host, ns.port))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            run_async(emulator.serve_forever(config, ns.host, ns.port))
+    except OSError as exc:  # the port is taken, or the address is not ours to bind
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"cannot listen on {ns.host} port {ns.port}: {reason}") from exc
     return EXIT_OK
 
 

@@ -68,22 +68,30 @@ def parse_latency(text: str) -> tuple[float, float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``uploader emulator`` (values are checked by EmulatorConfig)."""
     add = parser.add_argument
-    add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    add("--port", type=int, default=0, help="port; 0 = any free port (printed on start)")
+    add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    add(
+        "--port",
+        type=int,
+        default=0,
+        help="port to listen on (default: 0 = any free port, printed on start)",
+    )
     add(
         "--status-host",
         default="127.0.0.2",
-        help="host of returned status URLs (default 127.0.0.2)",
+        help="host of returned status URLs (default: 127.0.0.2)",
     )
     add(
-        "--apply-rate", type=float, default=50_000.0, help="rows applied per second (default 50000)"
+        "--apply-rate",
+        type=float,
+        default=50_000.0,
+        help="rows applied per second (default: 50000)",
     )
     add(
         "--latency-ms",
         type=parse_latency,
         default=(0.0, 0.0),
         metavar="A-B",
-        help="random delay per submit, in ms (default 0-0)",
+        help="random delay per submit, in ms (default: 0-0)",
     )
     add(
         "--max-inflight",
@@ -97,38 +105,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         metavar="S",
-        help="Retry-After of a 429 (default 1)",
+        help="Retry-After of a 429 (default: 1)",
     )
     add(
         "--error-rate",
         type=float,
         default=0.0,
         metavar="P",
-        help="share of submits answered 503 (default 0)",
+        help="share of submits answered 503 (default: 0)",
     )
     add(
         "--drop-rate",
         type=float,
         default=0.0,
         metavar="P",
-        help="share accepted, then connection dropped (default 0)",
+        help="share accepted, then connection dropped (default: 0)",
     )
     add(
         "--stuck-rate",
         type=float,
         default=0.0,
         metavar="P",
-        help="share of accepted batches that stick (default 0)",
+        help="share of accepted batches that stick (default: 0)",
     )
     add(
         "--status-error-rate",
         type=float,
         default=0.0,
         metavar="P",
-        help="share of status calls answered 500 (default 0)",
+        help="share of status calls answered 500 (default: 0)",
     )
     add("--token", default=None, help="require Authorization: Bearer TOKEN (default: none)")
-    add("--seed", type=int, default=0, help="seed of the fault generator (default 0)")
+    add("--seed", type=int, default=0, help="seed of the fault generator (default: 0)")
 
 
 def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
