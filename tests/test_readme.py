@@ -171,3 +171,11 @@ def test_status_help_states_the_exit_codes() -> None:
 def test_readme_says_what_the_tool_does_itself() -> None:
     assert "does not lock" not in README  # it does: a second run on a work dir is refused
     assert "detected from the content" in README  # gzip: the magic bytes, not the name
+
+
+def test_every_verify_option_is_documented() -> None:
+    verify = commands(build_parser())["verify"]
+    for action in verify._actions:
+        for flag in action.option_strings:
+            if flag not in ("-h", "--help", "--progress"):
+                assert flag in section("Checking a load"), flag

@@ -285,6 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_arguments(dem)
 
+    from uploader import verify
+
+    ver = sub.add_parser(
+        "verify",
+        help="fetch profiles back from Target and compare them with the load",
+        formatter_class=_Formatter,
+    )
+    verify.add_arguments(ver)
+
     from uploader import bench
 
     ben = sub.add_parser(
@@ -362,6 +371,12 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     return demo.main(ns)
 
 
+def _cmd_verify(ns: argparse.Namespace) -> int:
+    from uploader import verify
+
+    return verify.main(ns)
+
+
 def _cmd_bench(ns: argparse.Namespace) -> int:
     from uploader import bench
 
@@ -376,6 +391,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "emulator": _cmd_emulator,
     "demo": _cmd_demo,
     "bench": _cmd_bench,
+    "verify": _cmd_verify,
 }
 
 

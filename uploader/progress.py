@@ -25,7 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-__all__ = ["LOG_EVERY_S", "progress_display"]
+__all__ = ["LOG_EVERY_S", "every", "progress_display"]
 
 Snapshot = Callable[[], dict[str, Any]]
 LOG_EVERY_S = 10.0
@@ -74,6 +74,9 @@ async def _every(seconds: float, show: Callable[[], None]) -> AsyncIterator[None
         with contextlib.suppress(asyncio.CancelledError):
             await task
         show()
+
+
+every = _every  # other displays (verify) tick the same way
 
 
 @contextlib.asynccontextmanager

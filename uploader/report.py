@@ -35,6 +35,7 @@ __all__ = [
     "account_rows",
     "build_report",
     "exit_code",
+    "private_file",
     "render_summary",
     "write_failed_csv",
     "write_junit",
@@ -262,6 +263,9 @@ def _private_file(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+private_file = _private_file  # for the other outputs (verify.csv ...) that hold personal data
 
 
 def write_report(path: Path, report: Mapping[str, Any]) -> None:

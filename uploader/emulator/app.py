@@ -198,13 +198,16 @@ class Emulator:
             await asyncio.sleep(max(0.0, due - loop.time()))
 
     def _apply_slice(self, batch: Batch, rows: int) -> int:
+        lose = functools.partial(self._faults.lost, batch.digest) if self.config.lose_rate else None
+        lost_before = batch.lost
         try:
-            done = self.store.apply_rows(batch, rows)
+            done = self.store.apply_rows(batch, rows, lose)
         except Exception:  # a bug must not stop the applier: the batch goes stuck
             log.exception("emulator: applying batch %s failed", batch.batch_id)
             batch.status, batch.scan, batch.rows, done = RemoteStatus.STUCK, None, None, 0
             self._stats.stuck += 1
         self._stats.rows_applied += done
+        self._stats.rows_lost += batch.lost - lost_before
         if batch.status is RemoteStatus.COMPLETE:
             self._stats.batches_applied += 1
         return done
@@ -288,7 +291,9 @@ class Emulator:
             stats.duplicate_batches += 1
         self._digests.add(digest)
         batch_id = f"{client}-{int(time.time() * 1000)}-{next(self._batch_seq)}"
-        batch = Batch(batch_id=batch_id, client=client, api=api, scan=scan, size=scan.rows)
+        batch = Batch(
+            batch_id=batch_id, client=client, api=api, scan=scan, size=scan.rows, digest=digest
+        )
         self.store.batches[batch_id] = batch
         stats.batches_accepted += 1
         stats.rows_accepted += scan.rows
@@ -313,10 +318,16 @@ class Emulator:
         return _xml(render.status_xml(batch, details))
 
     async def _fetch_third_party(self, request: web.Request) -> web.StreamResponse:
-        return self._fetch(request, "thirdPartyId")
+        return await self._fetch_later(request, "thirdPartyId")
 
     async def _fetch_pc(self, request: web.Request) -> web.StreamResponse:
-        return self._fetch(request, "pcId")
+        return await self._fetch_later(request, "pcId")
+
+    async def _fetch_later(self, request: web.Request, id_type: str) -> web.StreamResponse:
+        delay = self._faults.fetch_latency_s()
+        if delay:
+            await asyncio.sleep(delay)
+        return self._fetch(request, id_type)
 
     def _fetch(self, request: web.Request, id_type: str) -> web.StreamResponse:
         self._stats.fetch_calls += 1

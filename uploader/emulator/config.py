@@ -36,16 +36,22 @@ class EmulatorConfig:
     seed: int | None = 0  # one random.Random(seed) drives every fault: runs repeat
     retry_after_s: float = 1.0  # the Retry-After of a 429
     status_host: str = "127.0.0.2"  # host name of the returned status URLs (another "edge")
+    # share of rows silently not applied although their batch reports them successful
+    # (Adobe documents that up to 0.1% of a large batch may be dropped); chosen per
+    # (seed, id), so the same ids are lost whatever the order batches arrive in
+    lose_rate: float = 0.0
+    fetch_latency_ms: tuple[float, float] = (0.0, 0.0)  # uniform delay added to profile fetches
 
     def __post_init__(self) -> None:
         if not (self.apply_rate > 0 and math.isfinite(self.apply_rate)):
             raise ConfigError(f"emulator: apply_rate must be > 0, got {self.apply_rate}")
-        low, high = self.latency_ms
-        if not (0.0 <= low <= high and math.isfinite(high)):
-            raise ConfigError(f"emulator: latency_ms must be 0 <= A <= B, got {self.latency_ms}")
+        for name in ("latency_ms", "fetch_latency_ms"):
+            low, high = getattr(self, name)
+            if not (0.0 <= low <= high and math.isfinite(high)):
+                raise ConfigError(f"emulator: {name} must be 0 <= A <= B, got {(low, high)}")
         if self.max_inflight is not None and self.max_inflight < 1:
             raise ConfigError(f"emulator: max_inflight must be >= 1, got {self.max_inflight}")
-        for name in ("error_rate", "drop_rate", "stuck_rate", "status_error_rate"):
+        for name in ("error_rate", "drop_rate", "stuck_rate", "status_error_rate", "lose_rate"):
             _check_rate(name, getattr(self, name))
         if self.token is not None and (not self.token or any(c.isspace() for c in self.token)):
             raise ConfigError("emulator: token must be non-empty without whitespace")
@@ -135,6 +141,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="share of status calls answered 500 (default: 0)",
     )
+    add(
+        "--lose-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of rows silently not applied in batches reported complete (default 0)",
+    )
+    add(
+        "--fetch-latency-ms",
+        type=parse_latency,
+        default=(0.0, 0.0),
+        metavar="A-B",
+        help="random delay per profile fetch, in ms (default 0-0)",
+    )
     add("--token", default=None, help="require Authorization: Bearer TOKEN (default: none)")
     add("--seed", type=int, default=0, help="seed of the fault generator (default: 0)")
 
@@ -153,4 +173,6 @@ def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
         seed=ns.seed,
         retry_after_s=ns.retry_after,
         status_host=ns.status_host,
+        lose_rate=ns.lose_rate,
+        fetch_latency_ms=(float(ns.fetch_latency_ms[0]), float(ns.fetch_latency_ms[1])),
     )

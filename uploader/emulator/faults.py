@@ -8,6 +8,7 @@ order of requests give the same faults whatever other switches are set to.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, fields
 
@@ -32,6 +33,7 @@ class Stats:
     errors_injected: int = 0  # 503 answers
     dropped: int = 0  # accepted, then the connection was closed unanswered
     stuck: int = 0  # accepted batches that went `stuck`
+    rows_lost: int = 0  # rows counted successful but silently not applied (lose_rate)
     status_calls: int = 0
     status_errors: int = 0  # injected 500 answers to status calls
     fetch_calls: int = 0
@@ -49,6 +51,9 @@ class Faults:
     def __init__(self, config: EmulatorConfig) -> None:
         self._config = config
         self._rng = random.Random(config.seed)
+        # Own generator: fetch delays must not shift the sequence of submit faults.
+        self._fetch_rng = random.Random(config.seed)
+        self._lose_key = str(config.seed).encode()
 
     def _roll(self, rate: float) -> bool:
         if rate <= 0.0:
@@ -68,6 +73,24 @@ class Faults:
         if high <= 0.0:
             return 0.0
         return (low if low == high else self._rng.uniform(low, high)) / 1000.0
+
+    def fetch_latency_s(self) -> float:
+        low, high = self._config.fetch_latency_ms
+        if high <= 0.0:
+            return 0.0
+        return (low if low == high else self._fetch_rng.uniform(low, high)) / 1000.0
+
+    def lost(self, batch_digest: bytes, pid: str) -> bool:
+        """True when this batch's row of ``pid`` is to be silently dropped (``lose_rate``).
+
+        Decided by a keyed hash of the batch body and the id, not by a draw:
+        batches applied in any order lose the same rows, a resend of the same
+        body loses them again, and a different batch holding the id (a
+        re-send of the rows that did not land) rolls again.
+        """
+        digest = hashlib.blake2b(batch_digest, key=self._lose_key, digest_size=8)
+        digest.update(pid.encode("utf-8", "surrogatepass"))
+        return int.from_bytes(digest.digest(), "big") < self._config.lose_rate * 2.0**64
 
     def drop(self) -> bool:
         return self._roll(self._config.drop_rate)

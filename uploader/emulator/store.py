@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +51,8 @@ class Batch:
     not_found: int = 0
     failed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (id, message), v2 details
+    lost: int = 0  # rows counted successful but not applied (lose_rate)
+    digest: bytes = b""  # sha256 of the body as accepted
     rows: Iterator[list[str]] | None = None  # cursor of the applier (decoded rows)
 
 
@@ -127,10 +129,14 @@ class Store:
         self._index.setdefault((client, id_type), {})[pid] = seq
         return seq
 
-    def apply_rows(self, batch: Batch, limit: int) -> int:
+    def apply_rows(
+        self, batch: Batch, limit: int, lose: Callable[[str], bool] | None = None
+    ) -> int:
         """Apply up to ``limit`` more rows of ``batch``; returns how many were consumed.
 
         Marks the batch complete (and frees its body) when the rows run out.
+        ``lose(id)`` True: the row is counted successful but not applied (the
+        silent loss Adobe documents); ``batch.lost`` counts them.
         This is the applier's hot loop, hence the locals and the inlined checks.
         """
         scan = batch.scan
@@ -156,6 +162,9 @@ class Store:
             ) and (problem := _row_problem(header.id_type, fields, width)):
                 batch.failed += 1
                 batch.failures.append((pid, problem))
+            elif lose is not None and lose(pid):
+                batch.lost += 1
+                successful += 1
             else:
                 seq = index.get(pid)
                 if seq is None:
