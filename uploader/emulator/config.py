@@ -146,14 +146,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         metavar="P",
-        help="share of rows silently not applied in batches reported complete (default 0)",
+        help="share of rows silently not applied in batches reported complete (default: 0)",
     )
     add(
         "--fetch-latency-ms",
         type=parse_latency,
         default=(0.0, 0.0),
         metavar="A-B",
-        help="random delay per profile fetch, in ms (default 0-0)",
+        help="random delay per profile fetch, in ms (default: 0-0)",
     )
     add("--token", default=None, help="require Authorization: Bearer TOKEN (default: none)")
     add("--seed", type=int, default=0, help="seed of the fault generator (default: 0)")
