@@ -311,19 +311,20 @@ def test_junit_parses_back_with_the_right_counts(tmp_path: Path) -> None:
         rec(5, S.STUCK, batch_id="b-5"),
     ]
     path = tmp_path / "junit.xml"
-    write_junit(path, batches, report_for(batches))
+    write_junit(path, batches, report_for(batches))  # nothing rejected: validation passes
     assert mode(path) == 0o600
     suite = ET.parse(path).getroot().find("testsuite")
     assert suite is not None
     assert {k: suite.get(k) for k in ("name", "tests", "failures", "errors", "skipped")} == {
         "name": "uploader",
-        "tests": "5",
+        "tests": "6",
         "failures": "3",
         "errors": "0",
         "skipped": "1",
     }
     cases = suite.findall("testcase")
     assert [(c.get("name"), c.get("classname"), c.get("time")) for c in cases] == [
+        ("input validation", "job-1", "0.000"),
         ("batch-000001.txt", "job-1", "2.500"),
         ("batch-000002.txt", "job-1", "2.500"),
         ("batch-000003.txt", "job-1", "1.000"),
@@ -335,6 +336,7 @@ def test_junit_parses_back_with_the_right_counts(tmp_path: Path) -> None:
         for c in cases
     ]
     assert outcome == [
+        [],
         [],
         [("failure", "2 of 10 rows failed")],
         [("failure", "AuthError: 401")],

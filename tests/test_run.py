@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import logging
+import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -221,6 +224,53 @@ async def test_submits_refused_by_the_server_are_not_resends(
     assert "more than once" not in render_summary(report)
     assert emu.stats()["duplicate_batches"] == 0
     assert_store_matches(emu, expected_profiles(src))
+
+
+async def test_junit_of_a_run_with_rejected_rows_fails_input_validation(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory()
+    rows = [[f"C{i}", "gold", "1", "n"] for i in range(10)]
+    rows[3][0] = ""  # missing_id
+    rows[6][0] = "bad+id"  # invalid_id
+    src = write_csv(tmp_path / "in.csv", HEADER, rows)
+    junit = tmp_path / "junit.xml"
+    outcome = await run(emu, src, tmp_path / "work", run__junit=junit, batch__max_rows=4)
+    assert outcome.exit_code == 1
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures")) == ("3", "1")
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases] == [
+        "input validation", "batch-000001.txt", "batch-000002.txt",
+    ]  # fmt: skip
+    failure = cases[0].find("failure")
+    assert failure is not None
+    rejects = tmp_path / "work" / "rejects.csv"
+    assert failure.get("message") == f"2 rows rejected; see {rejects}"
+    assert failure.text == f"2 of 10 rows rejected (invalid_id 1, missing_id 1): {rejects}"
+    assert all(c.find("failure") is None for c in cases[1:])
+
+
+async def test_info_log_has_every_retry_and_every_batch_outcome(
+    emulator_factory: EmulatorFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What ``-v`` shows: each retry with its reason and wait, each batch accepted and final."""
+    emu = await emulator_factory(error_rate=0.3, seed=3)
+    src = export(tmp_path, 200)
+    with caplog.at_level(logging.INFO, logger="uploader"):
+        outcome = await run(emu, src, tmp_path / "work", batch__max_rows=20)
+    assert outcome.exit_code == 0
+    report = read_report(tmp_path / "work")
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    retries = [m for m in messages if re.fullmatch(
+        r"batch \d{6}: attempt \d+ failed \(ServerError: .*503.*\); retrying in \d+\.\d\d s", m
+    )]  # fmt: skip
+    assert report["requests"]["retries"] > 0
+    assert len(retries) == report["requests"]["retries"]
+    accepted = sorted(m.split()[1] for m in messages if " accepted as " in m)
+    complete = sorted(m.split()[1] for m in messages if m.endswith("0 failed, 0 not found"))
+    assert accepted == complete == [f"{seq:06d}" for seq in range(1, 11)]
 
 
 async def test_rejected_rows_are_counted_and_the_rest_loaded(

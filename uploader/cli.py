@@ -226,7 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"uploader {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each retry and batch")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log each retry (reason and wait) and each batch accepted, complete or failed",
+    )
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )

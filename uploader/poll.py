@@ -175,6 +175,13 @@ class Poller:
         if status.status == RemoteStatus.STUCK:
             self._on_stuck(due.seq)
         else:
+            log.info(
+                "batch %06d complete: %s successful, %s failed, %s not found",
+                due.seq,
+                status.successful,
+                status.failed,
+                status.not_found,
+            )
             self._nudge_oldest()
             self._on_final(due.seq)
 

@@ -285,6 +285,10 @@ def write_junit(path: Path, batches: Sequence[BatchRecord], report: Mapping[str,
     suite = ET.Element("testsuite", name="uploader", timestamp=str(report.get("finished_at", "")))
     failures = skipped = 0
     total_time = 0.0
+    tests = len(batches)
+    if report.get("chunking_done"):
+        failures += _junit_validation(suite, job, report)
+        tests += 1
     for b in batches:
         elapsed = _elapsed(b)
         total_time += elapsed
@@ -301,7 +305,7 @@ def write_junit(path: Path, batches: Sequence[BatchRecord], report: Mapping[str,
             skipped += 1
             ET.SubElement(case, "skipped", message=f"not final yet ({b.state.value})")
         ET.SubElement(case, "system-out").text = _batch_detail(b)
-    suite.set("tests", str(len(batches)))
+    suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("errors", "0")
     suite.set("skipped", str(skipped))
@@ -314,6 +318,24 @@ def write_junit(path: Path, batches: Sequence[BatchRecord], report: Mapping[str,
         f.write('<?xml version="1.0" encoding="UTF-8"?>\n')
         f.write(ET.tostring(root, encoding="unicode"))
         f.write("\n")
+
+
+def _junit_validation(suite: ET.Element, job: str, report: Mapping[str, Any]) -> int:
+    """The ``input validation`` testcase: it fails when rows were rejected (1 failure)."""
+    case = ET.SubElement(suite, "testcase", name="input validation", classname=job, time="0.000")
+    rejected = int(report.get("rows", {}).get("rejected", 0))
+    if not rejected:
+        return 0
+    path = report.get("outputs", {}).get("rejects") or "rejects.csv"
+    reasons = ", ".join(f"{k} {v}" for k, v in report.get("rejected_by_reason", {}).items())
+    node = ET.SubElement(
+        case,
+        "failure",
+        message=f"{rejected} rows rejected; see {path}",
+        type="rejected",
+    )
+    node.text = f"{rejected} of {report['rows']['read']} rows rejected ({reasons}): {path}"
+    return 1
 
 
 def _junit_problem(b: BatchRecord) -> tuple[str, str] | None:

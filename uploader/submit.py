@@ -11,6 +11,7 @@ while its request is on the wire, never while it sleeps in backoff.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,7 +151,7 @@ class Submitter:
             initial_s=self._settings.backoff_initial_s,
             max_s=self._settings.backoff_max_s,
             sleep=self._sleep,
-            before_sleep=self._count_retry,
+            before_sleep=functools.partial(self._count_retry, job),
         )
         loop = asyncio.get_running_loop()
         maybe_applied = False  # an attempt whose fate is unknown: the server may have it
@@ -187,6 +188,7 @@ class Submitter:
             self._on_failed(job.seq)
             return
         journal.record_accepted(job.seq, result.batch_id, result.status_url)
+        log.info("batch %06d accepted as %s (%d rows)", job.seq, result.batch_id, job.rows)
         self.stats.rows_accepted += job.rows
         self.stats.bytes_accepted += job.bytes
         self.stats.batches_accepted += 1
@@ -212,5 +214,14 @@ class Submitter:
             self._journal.bump("submits")
             self._journal.bump("bytes_sent", job.bytes)
 
-    async def _count_retry(self, state: RetryCallState) -> None:
+    async def _count_retry(self, job: SubmitJob, state: RetryCallState) -> None:
         self._journal.bump("retries")
+        exc = state.outcome.exception() if state.outcome is not None else None
+        wait_s = state.next_action.sleep if state.next_action is not None else 0.0
+        log.info(
+            "batch %06d: attempt %d failed (%s); retrying in %.2f s",
+            job.seq,
+            state.attempt_number,
+            f"{type(exc).__name__}: {exc}" if exc is not None else "no answer",
+            wait_s,
+        )
