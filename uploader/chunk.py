@@ -49,7 +49,7 @@ from uploader.encode import (
 )
 from uploader.errors import ConfigError, InputError
 from uploader.settings import BatchSettings, InputSettings
-from uploader.source import CsvSource
+from uploader.sources import Source, open_source
 from uploader.states import RejectReason
 
 __all__ = ["BatchFile", "ChunkSummary", "Chunker", "read_batch_header", "read_batch_rows"]
@@ -297,7 +297,7 @@ class Chunker:
     def run(self) -> ChunkSummary:
         """Chunk the whole input; InputError/ConfigError before writing anything if unusable."""
         inp = self.input_settings
-        with CsvSource(self.input, delimiter=inp.delimiter, encoding=inp.encoding) as src:
+        with open_source(str(self.input), inp) as src:
             plan = plan_columns(src.header, inp, f"{src.label}:{src.header_line}")
             head = header_line(plan.names)
             max_bytes = self.batch_settings.max_bytes
@@ -315,9 +315,7 @@ class Chunker:
                 stale.unlink()
             return self._stream(src, plan, head, row_limit)
 
-    def _stream(
-        self, src: CsvSource, plan: ColumnPlan, head: bytes, row_limit: int
-    ) -> ChunkSummary:
+    def _stream(self, src: Source, plan: ColumnPlan, head: bytes, row_limit: int) -> ChunkSummary:
         inp = self.input_settings
         rejects = _Rejects(self.out_dir / "rejects.csv", inp.encoding)
         sink = _BatchSink(

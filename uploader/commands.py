@@ -19,6 +19,7 @@ from uploader.journal import Journal
 from uploader.pipeline import run_pipeline
 from uploader.progress import progress_display
 from uploader.settings import Settings
+from uploader.sources import is_url
 from uploader.workdir import RunOutcome, default_job_id, running_pid
 
 __all__ = ["find_batch_files", "run_command", "status_command", "submit_command"]
@@ -106,7 +107,8 @@ def _execute(
 ) -> int:
     from uploader.cli import run_async
 
-    if files is None and input_name != "-" and not Path(input_name).is_file():
+    local = files is None and input_name != "-" and not is_url(input_name)
+    if local and not Path(input_name).is_file():
         _error_report(job_id, work_dir, settings, f"{input_name}: no such file")
         raise InputError(f"{input_name}: no such file")
     display = progress_display(settings.run.progress)

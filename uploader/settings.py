@@ -45,6 +45,7 @@ _API_VERSIONS = ("v1", "v2")
 _ID_TYPES = ("thirdPartyId", "pcId")
 _PROGRESS = ("auto", "bar", "log", "none")
 _LOOPS = ("auto", "uvloop", "asyncio")
+_FORMATS = ("auto", "csv", "parquet", "jsonl")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -102,9 +103,14 @@ class InputSettings:
     encoding: str = "utf-8"
     columns: tuple[str, ...] | None = None  # CRM columns to send (the id is always sent)
     rename: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    format: str = "auto"  # auto: from the name (.parquet, .jsonl), else CSV
+    # fsspec options for URL inputs (an S3-compatible endpoint_url, a profile...)
+    storage_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         _one_of("input.id_type", self.id_type, _ID_TYPES)
+        _one_of("input.format", self.format, _FORMATS)
+        object.__setattr__(self, "storage_options", MappingProxyType(dict(self.storage_options)))
         if len(self.delimiter) != 1 or self.delimiter in '\r\n"':
             raise ConfigError(f"input.delimiter must be one character, got {self.delimiter!r}")
         try:
@@ -358,6 +364,10 @@ def _convert(key: str, kind: str, value: Any) -> Any:
             if not isinstance(value, list | tuple):
                 raise ValueError(value)
             return tuple(str(v) for v in value)
+        if kind.startswith("Mapping[str, Any]"):
+            if not isinstance(value, Mapping):
+                raise ValueError(value)
+            return dict(value)
         if kind.startswith("Mapping"):
             if not isinstance(value, Mapping):
                 raise ValueError(value)

@@ -23,7 +23,7 @@ import gzip
 import io
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice, tee
 from pathlib import Path
@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import IO, Any, BinaryIO
 
 from uploader.errors import InputError
+from uploader.sources.stream import is_url, open_url
 
 __all__ = ["BLOCK_ROWS", "CsvSource", "RecordBlock"]
 
@@ -92,10 +93,11 @@ class CsvSource:
         delimiter: str = ",",
         encoding: str = "utf-8",
         stdin: BinaryIO | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.label = "<stdin>" if str(path) == "-" else str(path)
         self._binary: IO[bytes] | None = None
-        self._text = self._open(str(path), encoding, stdin)
+        self._text = self._open(str(path), encoding, stdin, storage_options)
         try:
             # The reader and ``_raw`` share the physical lines (C-level tee): the
             # raw text of each block is kept so rejects can be written back verbatim.
@@ -107,7 +109,13 @@ class CsvSource:
             self.close()
             raise
 
-    def _open(self, path: str, encoding: str, stdin: BinaryIO | None) -> io.TextIOWrapper:
+    def _open(
+        self,
+        path: str,
+        encoding: str,
+        stdin: BinaryIO | None,
+        storage_options: Mapping[str, Any] | None,
+    ) -> io.TextIOWrapper:
         try:
             text_encoding = _text_encoding(encoding)
         except LookupError as exc:
@@ -118,6 +126,8 @@ class CsvSource:
                 binary: io.BufferedReader = (
                     raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
                 )
+            elif is_url(path):
+                binary = open_url(path, storage_options)
             else:
                 binary = open(path, "rb")  # noqa: SIM115 - closed in close()
             self._binary = binary  # GzipFile does not close the file it wraps

@@ -26,6 +26,7 @@ from uploader.chunk import BatchFile, read_batch_rows
 from uploader.errors import ConfigError, InputError, UploaderError
 from uploader.journal import BatchRecord, Journal
 from uploader.settings import MAX_BATCH_BYTES, MAX_BATCH_ROWS, Settings
+from uploader.sources import is_url, object_identity
 
 __all__ = [
     "RunOutcome",
@@ -52,7 +53,8 @@ class RunOutcome:
 def default_job_id(input_name: str, settings: Settings) -> str:
     """Stable for the same input and target, so re-running the same command resumes."""
     stem = "stdin" if input_name == "-" else Path(input_name).name.split(".")[0] or "input"
-    where = input_name if input_name == "-" else str(Path(input_name).resolve())
+    local = input_name != "-" and not is_url(input_name)
+    where = str(Path(input_name).resolve()) if local else input_name
     key = "\0".join((where, settings.target.base_url, settings.target.client, settings.target.api))
     return f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
@@ -65,6 +67,8 @@ def fingerprint(
     source: dict[str, Any] = {"path": input_name}
     if files is not None:
         source = {"files": [[str(f.resolve()), f.stat().st_size] for f in files]}
+    elif is_url(input_name):  # an object's version: its ETag or version id, and size
+        source = {"url": input_name, "object": object_identity(input_name, inp.storage_options)}
     elif input_name != "-":
         path = Path(input_name)
         st = path.stat()
@@ -77,6 +81,7 @@ def fingerprint(
         id_type=inp.id_type,
         delimiter=inp.delimiter,
         encoding=inp.encoding,
+        format=inp.format,
         columns=list(inp.columns) if inp.columns is not None else None,
         rename=dict(inp.rename),
         max_rows=settings.batch.max_rows,
