@@ -134,6 +134,7 @@ def build_section(
         "exit_code": exit,
         "outputs": dict(outputs),
         "elapsed_s": round(elapsed_s, 3),
+        "fetched": fetched,  # profiles checked by this process (a rerun counts its own)
         "profiles_per_s": round(fetched / elapsed_s, 1) if elapsed_s > 0 else 0.0,
         "finished_at": _iso(datetime.now(UTC).timestamp()),
     }
