@@ -98,8 +98,10 @@ def test_status_url_gets_show_details_and_keeps_other_params() -> None:
     ("url", "allow_http", "ok"),
     [
         ("https://edge.tt.omtrdc.net/s?batchId=1", False, True),
-        ("http://127.0.0.2:9/s?batchId=1", False, True),
-        ("http://localhost/s?batchId=1", False, True),
+        # an https base keeps status calls on https, loopback or not
+        ("http://127.0.0.2:9/s?batchId=1", False, False),
+        ("http://localhost/s?batchId=1", False, False),
+        ("http://127.0.0.2:9/s?batchId=1", True, True),
         ("http://edge.tt.omtrdc.net/s?batchId=1", False, False),
         ("http://edge.tt.omtrdc.net/s?batchId=1", True, True),
         ("ftp://edge.tt.omtrdc.net/s?batchId=1", True, False),
@@ -135,6 +137,20 @@ def test_status_url_scheme_policy(url: str, allow_http: bool, ok: bool) -> None:
         ("https://target.example.com", (), "https://other.example.com/x", False),
         ("https://target.example.com", (), "https://target.example.com/x", True),
         ("https://shop.co.uk", (), "https://evil.co.uk/x", False),
+        # no automatic parent-domain trust: public suffixes, shared hosting
+        ("https://a.b.co.uk", (), "https://c.b.co.uk/x", False),
+        (
+            "https://acme.eu-west-1.elb.amazonaws.com",
+            (),
+            "https://x.eu-west-1.elb.amazonaws.com/",
+            False,
+        ),
+        ("https://acme.shop.example.co.uk", (), "https://evil.shop.example.co.uk/", False),
+        # ...unless listed
+        ("https://a.b.co.uk", ("c.b.co.uk",), "https://c.b.co.uk/x", True),
+        # Target's edge domain is trusted only for a Target base URL
+        ("https://target.example.com", (), "https://mboxedge45.tt.omtrdc.net/x", False),
+        ("https://target.example.com", ("*.tt.omtrdc.net",), "https://e1.tt.omtrdc.net/x", True),
         # explicit allow-list: exact, or *.domain
         (
             "https://target.example.com",
@@ -433,6 +449,28 @@ async def test_token_goes_to_sibling_hosts_but_not_foreign_ones(
     ]
     expected = f"Bearer {TOKEN}" if listed else None
     assert [s.headers.get("Authorization") for s in foreign.seen] == [expected]
+
+
+async def test_a_foreign_hosts_answer_is_never_quoted(serve: Any) -> None:
+    """A status URL naming a host outside the target: its words stay out of our messages."""
+    page = b"<html>SECRET-PAGE of someone else</html>"
+    foreign, foreign_port = await serve(xml(page, status=500), host="127.0.0.3")
+    _, port = await serve(xml(STATUS_XML))
+    resolver = MapResolver({"demo.tt.omtrdc.net": "127.0.0.1", "evil.example": "127.0.0.3"})
+    settings = target(f"http://demo.tt.omtrdc.net:{port}", token=TOKEN, allow_http=True)
+    url = f"http://evil.example:{foreign_port}/s?batchId=B1"
+    async with TargetClient(settings, resolver=resolver) as client:
+        with pytest.raises(ServerError) as server_error:
+            await client.status(url)
+        foreign.respond = xml(b"not xml: SECRET-PAGE")
+        with pytest.raises(ProtocolError) as protocol_error:
+            await client.status(url)
+        # the target's own hosts are quoted (redacted)
+        assert (await client.status(f"http://demo.tt.omtrdc.net:{port}/s?batchId=B1")).batch_id
+    for exc in (server_error.value, protocol_error.value):
+        assert "SECRET-PAGE" not in str(exc)
+        assert "[answer of a host outside the target, not shown]" in str(exc)
+    assert [s.headers.get("Authorization") for s in foreign.seen] == [None, None]
 
 
 async def test_no_authorization_header_without_token(serve: Any, batch_file: Path) -> None:

@@ -8,20 +8,23 @@ project in exactly one place, ``_map_errors``, and leave it as the
 the retry policy (``retry.py``) decides what to do with each error class.
 
 Security rules enforced here (SPEC section 6): the token goes only to hosts
-``token_allowed`` accepts, redirects are never followed (a ``Location`` could
-name any host), status URLs must be http(s) and plain http only to loopback
-unless ``allow_http``, and every error message is scrubbed of the token.
+``token_allowed`` accepts and status URLs are checked by
+``status_request_url`` (both in ``trust.py``); redirects are never followed
+(a ``Location`` could name any host); answers are read incrementally within
+byte, element, depth and text limits (``xmlread.py``), so a hostile answer
+costs bounded memory and never holds the event loop for long; every message
+is redacted (``redact.py``) before it is cut, and what a host outside the
+target answered is never quoted at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -46,19 +49,23 @@ from uploader.errors import (
     TransportError,
     UploaderError,
 )
+from uploader.redact import Redactor, excerpt
 from uploader.responses import (
     STATUS_MAX_BYTES,
     SUBMIT_MAX_BYTES,
     BatchStatus,
     ProfileStatus,
     SubmitResult,
-    excerpt,
+    batch_status,
     parse_error_message,
     parse_retry_after,
-    parse_status,
-    parse_submit,
+    status_reader,
+    submit_reader,
+    submit_result,
 )
-from uploader.settings import TargetSettings, is_loopback_host
+from uploader.settings import TargetSettings
+from uploader.trust import status_request_url, storable_status_url, token_allowed
+from uploader.xmlread import XmlReader
 
 __all__ = [
     "PROFILE_MAX_BYTES",
@@ -66,6 +73,7 @@ __all__ = [
     "ProfileStatus",
     "SubmitResult",
     "TargetClient",
+    "answer_redactor",
     "profile_url",
     "status_request_url",
     "submit_url",
@@ -80,6 +88,9 @@ PROFILE_MAX_BYTES = 4 * 1024 * 1024
 # Error bodies are only read for a message excerpt.
 _ERROR_BODY_MAX = 64 * 1024
 _READ_CHUNK = 64 * 1024
+# Bytes handed to the XML reader at once: small enough that the worst shape
+# (an element every 4 bytes) is parsed in a few milliseconds.
+_FEED_CHUNK = 16 * 1024
 _SOCK_CONNECT_S = 30.0
 _SUBMIT_PATHS = {
     "v1": "/m2/{client}/profile/batchUpdate",
@@ -113,76 +124,6 @@ def profile_url(settings: TargetSettings, profile_id: str, id_type: str = "third
     return URL(settings.base_url + path, encoded=True).with_query(client=settings.client)
 
 
-def status_request_url(settings: TargetSettings, url: str, *, details: bool = True) -> URL:
-    """Validate a server-provided status URL and add ``showDetails=true``.
-
-    The URL comes from the server, so it is checked like untrusted input:
-    only http(s), and plain http only to loopback or with ``allow_http``.
-    Other query parameters (``batchId``...) are kept.
-    """
-    try:
-        parsed = URL(url)
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"status URL {excerpt(url, 120)!r} is not a valid URL") from exc
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ProtocolError(
-            f"status URL {excerpt(url, 120)!r} is not an absolute http(s) URL; refusing to call it"
-        )
-    if parsed.scheme == "http" and not (settings.allow_http or is_loopback_host(parsed.host)):
-        raise ProtocolError(
-            f"status URL {excerpt(url, 120)!r} uses plain http to a non-loopback host; "
-            "set target.allow_http = true to accept that"
-        )
-    return parsed.update_query(showDetails="true") if details else parsed
-
-
-def token_allowed(settings: TargetSettings, url: URL | str) -> bool:
-    """May the Bearer token be sent to ``url``'s host?
-
-    Yes for: the submit host itself; hosts under its parent domain when that
-    parent has at least three labels (``demo.tt.omtrdc.net`` -> any
-    ``*.tt.omtrdc.net``; the three-label floor keeps ``x.co.uk`` from
-    trusting all of ``co.uk``); any loopback host when the submit host is
-    loopback (the emulator names 127.0.0.2 for status); and hosts listed in
-    ``token_hosts`` (exact, or ``*.domain`` for its subdomains). No for every
-    other host a response may name. Ports are not part of the decision.
-    """
-    host = _norm_host(URL(url).host if isinstance(url, str) else url.host)
-    base = _norm_host(settings.host)
-    if not host or not base:
-        return False
-    if host == base or _listed(host, settings.token_hosts):
-        return True
-    if is_loopback_host(base):
-        return is_loopback_host(host)
-    parent = _parent_domain(base)
-    return parent is not None and host.endswith("." + parent)
-
-
-def _norm_host(host: str | None) -> str:
-    return (host or "").strip("[]").rstrip(".").lower()
-
-
-def _listed(host: str, patterns: tuple[str, ...]) -> bool:
-    for pattern in patterns:
-        pattern = _norm_host(pattern)
-        if pattern.startswith("*."):
-            if host.endswith(pattern[1:]):
-                return True
-        elif pattern and host == pattern:
-            return True
-    return False
-
-
-def _parent_domain(host: str) -> str | None:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        labels = host.split(".")
-        return ".".join(labels[1:]) if len(labels) >= 4 else None
-    return None  # an IP address has no parent domain
-
-
 @dataclass(frozen=True, slots=True)
 class _Reply:
     status: int
@@ -190,19 +131,50 @@ class _Reply:
     body: bytes
 
 
-def _raise_for_status(settings: TargetSettings, action: str, url: URL, reply: _Reply) -> None:
+def _hidden(text: str) -> str:
+    return "[answer of a host outside the target, not shown]"
+
+
+def answer_redactor(settings: TargetSettings, url: URL) -> Callable[[str], str]:
+    """How text a server answered may be shown: redacted, or not at all.
+
+    A host allowed the token is part of the target: its words are quoted,
+    with every credential and piece of the token removed. Any other host's
+    answer (a status URL pointing elsewhere) is not quoted at all.
+    """
+    return Redactor(settings.token) if token_allowed(settings, url) else _hidden
+
+
+def _storable(settings: TargetSettings, result: SubmitResult) -> SubmitResult:
+    """What a submit answer named, fit to be journaled (no credentials, no token)."""
+    redact = Redactor(settings.token)
+    return SubmitResult(
+        batch_id=redact(result.batch_id),
+        status_url=storable_status_url(settings, result.status_url),
+        message=redact(result.message),
+    )
+
+
+def _raise_for_status(
+    settings: TargetSettings,
+    action: str,
+    url: URL,
+    reply: _Reply,
+    redact: Callable[[str], str] | None = None,
+) -> None:
     """Map a non-2xx answer onto the error tree (pure: the reply is already read)."""
     status = reply.status
     if 200 <= status < 300:
         return
+    redact = redact or answer_redactor(settings, url)
     where = f"{action} {url.host}{url.path}"
-    detail = parse_error_message(reply.body) if reply.body else "(empty body)"
+    detail = parse_error_message(reply.body, redact=redact) if reply.body else "(empty body)"
     retry_header = reply.headers.get(hdrs.RETRY_AFTER)
     if status == 429 or (status == 503 and retry_header is not None):
         retry_after = parse_retry_after(retry_header)
         raise ThrottledError(
             f"{where}: HTTP {status} throttled "
-            f"(Retry-After: {excerpt(retry_header or 'none', 40)})",
+            f"(Retry-After: {excerpt(retry_header or 'none', 40, redact=redact)})",
             status=status,
             retry_after=retry_after,
         )
@@ -223,7 +195,7 @@ def _raise_for_status(settings: TargetSettings, action: str, url: URL, reply: _R
     if status in _REJECTED or 400 <= status < 500:
         raise BatchRejectedError(f"{where}: HTTP {status} rejected: {detail}", status=status)
     if 300 <= status < 400:
-        location = excerpt(reply.headers.get(hdrs.LOCATION, "none"), 120)
+        location = excerpt(reply.headers.get(hdrs.LOCATION, "none"), 120, redact=redact)
         raise ProtocolError(
             f"{where}: unexpected HTTP {status} redirect to {location!r}; redirects are not "
             "followed so the token never leaves the configured hosts"
@@ -233,53 +205,75 @@ def _raise_for_status(settings: TargetSettings, action: str, url: URL, reply: _R
 
 @contextlib.contextmanager
 def _map_errors(
-    action: str, url: URL, *, token: str | None, outcome_unknown: bool
+    action: str, url: URL, *, redact: Redactor, outcome_unknown: bool
 ) -> Iterator[None]:
     """The one place aiohttp (and socket) exceptions become project errors.
 
     ``outcome_unknown``: for a submit, anything going wrong once a connection
     exists may come after the server took the batch, so it is an
     ``OutcomeUnknownError`` (resend, count the duplicate). Failing to connect
-    never is. Every message leaving here is scrubbed of the token.
+    never is. Every message leaving here is redacted once more as a whole.
     """
     where = f"{action} {url.host}:{url.port}"
     try:
         try:
             yield
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise TransportError(f"{where}: cannot connect: {_describe(exc)}") from exc
+            raise TransportError(f"{where}: cannot connect: {_describe(exc, redact)}") from exc
         except aiohttp.InvalidURL as exc:
-            raise ProtocolError(f"{where}: invalid URL: {_describe(exc)}") from exc
+            raise ProtocolError(f"{where}: invalid URL: {_describe(exc, redact)}") from exc
         except aiohttp.ClientResponseError as exc:  # not HTTP, or broken HTTP framing
             if outcome_unknown:
                 raise OutcomeUnknownError(
                     f"{where}: invalid HTTP response after sending; the batch may have been "
-                    f"accepted: {_describe(exc)}"
+                    f"accepted: {_describe(exc, redact)}"
                 ) from exc
-            raise ProtocolError(f"{where}: invalid HTTP response: {_describe(exc)}") from exc
+            raise ProtocolError(
+                f"{where}: invalid HTTP response: {_describe(exc, redact)}"
+            ) from exc
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             if outcome_unknown:
                 raise OutcomeUnknownError(
                     f"{where}: no complete answer after connecting; the batch may have been "
-                    f"accepted: {_describe(exc)}"
+                    f"accepted: {_describe(exc, redact)}"
                 ) from exc
-            raise TransportError(f"{where}: no complete answer: {_describe(exc)}") from exc
+            raise TransportError(f"{where}: no complete answer: {_describe(exc, redact)}") from exc
     except UploaderError as exc:
-        _scrub(exc, token)
+        _scrub(exc, redact)
         raise
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, redact: Redactor) -> str:
     text = str(exc)
-    return f"{type(exc).__name__}: {excerpt(text)}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {excerpt(text, redact=redact)}" if text else type(exc).__name__
 
 
-def _scrub(exc: UploaderError, token: str | None) -> None:
-    # Defence in depth: a server echoing our Authorization header back in an
-    # error body must not put the token into logs or reports.
-    if token and token in exc.message:
-        exc.message = exc.message.replace(token, "[token]")
-        exc.args = (exc.message,)
+def _scrub(exc: UploaderError, redact: Redactor) -> None:
+    # Defence in depth: messages are built from redacted parts already, but a
+    # piece of the token must not reach logs or reports by any other path.
+    clean = redact(exc.message)
+    if clean != exc.message:
+        exc.message = clean
+        exc.args = (clean,)
+
+
+async def _feed_capped(content: aiohttp.StreamReader, cap: int, reader: XmlReader) -> bool:
+    """Feed at most ``cap`` bytes to ``reader`` as they arrive; True if the body was larger.
+
+    Nothing is kept here, and the loop yields after every chunk, so however
+    the server shapes its answer other tasks keep running between chunks.
+    """
+    total = 0
+    while total <= cap:
+        chunk = await content.read(min(_FEED_CHUNK, cap + 1 - total))
+        if not chunk:
+            return False
+        total += len(chunk)
+        if total > cap:
+            return True
+        reader.feed(chunk)
+        await asyncio.sleep(0)
+    return True
 
 
 async def _read_capped(content: aiohttp.StreamReader, cap: int) -> tuple[bytes, bool]:
@@ -325,6 +319,7 @@ class TargetClient:
             total=timeout_s, sock_connect=min(_SOCK_CONNECT_S, timeout_s)
         )
         self._resolver = resolver
+        self._redactor = Redactor(settings.token)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> TargetClient:
@@ -375,10 +370,14 @@ class TargetClient:
                 hdrs.CONTENT_LENGTH: str(size),
                 hdrs.ACCEPT: "application/xml, text/xml",
             }
+            redact = answer_redactor(self._settings, url)
             with self._errors("submit", url, outcome_unknown=True):
-                reply = await self._send("POST", url, headers, SUBMIT_MAX_BYTES, data=fh)
-                _raise_for_status(self._settings, "submit", url, reply)
-                result = parse_submit(reply.body)
+                reader = submit_reader(redact)
+                reply = await self._send(
+                    "POST", url, headers, SUBMIT_MAX_BYTES, data=fh, reader=reader
+                )
+                _raise_for_status(self._settings, "submit", url, reply, redact)
+                result = _storable(self._settings, submit_result(reader.close(), redact=redact))
         finally:
             await asyncio.to_thread(fh.close)
         log.debug("submitted %s (%d bytes) as batch %s", batch.name, size, result.batch_id)
@@ -389,10 +388,12 @@ class TargetClient:
         request_url = status_request_url(self._settings, url, details=details)
         hint = request_url.query.get("batchId")
         headers: dict[str, str] = {hdrs.ACCEPT: "application/xml, text/xml"}
+        redact = answer_redactor(self._settings, request_url)
         with self._errors("status", request_url, outcome_unknown=False):
-            reply = await self._send("GET", request_url, headers, STATUS_MAX_BYTES)
-            _raise_for_status(self._settings, "status", request_url, reply)
-            return parse_status(reply.body, batch_id_hint=hint)
+            reader = status_reader(redact)
+            reply = await self._send("GET", request_url, headers, STATUS_MAX_BYTES, reader=reader)
+            _raise_for_status(self._settings, "status", request_url, reply, redact)
+            return batch_status(reader.close(), batch_id_hint=hint, redact=redact)
 
     async def fetch_profile(
         self, profile_id: str, *, id_type: str = "thirdPartyId"
@@ -405,22 +406,22 @@ class TargetClient:
             if reply.status == 404:
                 return None
             _raise_for_status(self._settings, "fetch profile", url, reply)
+            shown = excerpt(reply.body, redact=self._redactor)
             try:
-                data = json.loads(reply.body)
-            except ValueError as exc:
+                # Off the loop: a few MiB of JSON can take a while to decode.
+                data = await asyncio.to_thread(json.loads, reply.body)
+            except (ValueError, RecursionError) as exc:
                 raise ProtocolError(
-                    f"fetch profile: answer is not JSON; body starts: {excerpt(reply.body)!r}"
+                    f"fetch profile: answer is not JSON; body starts: {shown!r}"
                 ) from exc
         if not isinstance(data, dict):
-            raise ProtocolError(
-                f"fetch profile: answer is not a JSON object: {excerpt(reply.body)!r}"
-            )
+            raise ProtocolError(f"fetch profile: answer is not a JSON object: {shown!r}")
         return data
 
     def _errors(
         self, action: str, url: URL, *, outcome_unknown: bool
     ) -> contextlib.AbstractContextManager[None]:
-        return _map_errors(action, url, token=self._settings.token, outcome_unknown=outcome_unknown)
+        return _map_errors(action, url, redact=self._redactor, outcome_unknown=outcome_unknown)
 
     async def _send(
         self,
@@ -430,8 +431,12 @@ class TargetClient:
         cap: int,
         *,
         data: IO[bytes] | None = None,
+        reader: XmlReader | None = None,
     ) -> _Reply:
-        """One request; the body of a 2xx answer over ``cap`` is a ``ProtocolError``."""
+        """One request; the body of a 2xx answer over ``cap`` is a ``ProtocolError``.
+
+        With ``reader``, a 2xx body goes to it as it arrives and is not kept.
+        """
         token = self._settings.token
         if token and token_allowed(self._settings, url):
             headers = {**headers, hdrs.AUTHORIZATION: f"Bearer {token}"}
@@ -440,7 +445,10 @@ class TargetClient:
             method, url, data=data, headers=headers, allow_redirects=False
         ) as resp:
             ok = 200 <= resp.status < 300
-            body, over = await _read_capped(resp.content, cap if ok else _ERROR_BODY_MAX)
+            if ok and reader is not None:
+                body, over = b"", await _feed_capped(resp.content, cap, reader)
+            else:
+                body, over = await _read_capped(resp.content, cap if ok else _ERROR_BODY_MAX)
             if over and ok:
                 raise ProtocolError(
                     f"{method} {url.host}{url.path}: answer larger than {cap} bytes; refusing it"

@@ -24,6 +24,7 @@ __all__ = [
     "ThrottledError",
     "TransportError",
     "UploaderError",
+    "WrongBatchError",
 ]
 
 
@@ -101,6 +102,10 @@ class NotFoundError(PermanentError):
 
 class ProtocolError(PermanentError):
     """The server answered with something we cannot understand (bad XML, unknown status)."""
+
+
+class WrongBatchError(ProtocolError):
+    """A status answer named another batch than the one asked for."""
 
 
 class InputError(PermanentError):

@@ -9,7 +9,10 @@ the oldest few still followed are asked soon (Target tends to work through
 batches in order, so the next one has likely started), and at most
 ``max_inflight`` status calls run at once, so thousands of batches do not
 flood the server. A failing status call is retried later; it never loses a
-batch. Results go to the journal first, then to the pipeline's callbacks.
+batch. A throttled status call (HTTP 429, or 503 with ``Retry-After``) holds
+back every status call to that host for the time the server asked (at most
+``poll_max_s``), not only the one batch's. Results go to the journal first,
+then to the pipeline's callbacks.
 """
 
 from __future__ import annotations
@@ -22,8 +25,16 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from yarl import URL
+
 from uploader.client import BatchStatus, TargetClient
-from uploader.errors import PermanentError, RetryableError, UploaderError
+from uploader.errors import (
+    PermanentError,
+    RetryableError,
+    ThrottledError,
+    UploaderError,
+    WrongBatchError,
+)
 from uploader.journal import Journal
 from uploader.settings import StatusSettings
 from uploader.states import RemoteStatus
@@ -92,6 +103,7 @@ class Poller:
         self._wake = asyncio.Event()
         self._calls = asyncio.Semaphore(settings.max_inflight)
         self._active: set[asyncio.Task[None]] = set()
+        self._held: dict[str, float] = {}  # host:port -> loop time before which we do not call
         self._closed = False
 
     @property
@@ -120,6 +132,12 @@ class Poller:
                 delay = self._heap[0].at - loop.time()
                 if delay > 0:
                     await self._wait(delay)
+                    continue
+                held = self._held_until(self._heap[0].url)
+                if held > loop.time():
+                    due = heapq.heappop(self._heap)
+                    due.at = held
+                    heapq.heappush(self._heap, due)
                     continue
                 await self._calls.acquire()
                 due = heapq.heappop(self._heap)
@@ -152,6 +170,11 @@ class Poller:
             # already carries the final counts and per-profile errors.
             status = await self._client.status(due.url, details=True)
             journal.bump("status_polls")
+        except ThrottledError as exc:
+            journal.bump("status_throttled")
+            log.info("status of batch %06d: %s; holding back calls to that host", due.seq, exc)
+            self._hold(due, exc.retry_after)
+            return
         except RetryableError as exc:
             journal.bump("status_errors")
             log.info("status of batch %06d: %s; will ask again", due.seq, exc)
@@ -159,6 +182,9 @@ class Poller:
             return
         except PermanentError as exc:
             journal.bump("status_errors")
+            if isinstance(exc, WrongBatchError):
+                journal.bump("status_wrong_batch")
+            log.warning("status of batch %06d: %s", due.seq, exc)
             due.permanent_errors += 1
             if due.permanent_errors >= MAX_PERMANENT_STATUS_ERRORS:
                 journal.record_failed(due.seq, f"status unknown: {type(exc).__name__}: {exc}")
@@ -205,6 +231,31 @@ class Poller:
         heapq.heappush(self._heap, due)
         self._wake.set()
 
+    def _hold(self, due: _Due, retry_after: float | None) -> None:
+        """Throttled: no status call to this host until the server's time is up.
+
+        ``Retry-After`` is honoured up to ``poll_max_s`` (a server asking for
+        days must not stall the run; the run's own deadline still applies);
+        without one, the host rests for ``poll_initial_s``.
+        """
+        wait = self._settings.poll_initial_s if retry_after is None else retry_after
+        wait = min(self._settings.poll_max_s, max(0.0, wait))
+        until = asyncio.get_running_loop().time() + wait
+        key = _host_key(due.url)
+        self._held[key] = max(self._held.get(key, 0.0), until)
+        due.at = until
+        heapq.heappush(self._heap, due)
+        self._wake.set()
+
+    def _held_until(self, url: str) -> float:
+        if not self._held:
+            return 0.0
+        key = _host_key(url)
+        until = self._held.get(key, 0.0)
+        if until and until <= asyncio.get_running_loop().time():
+            del self._held[key]
+        return until
+
     def _nudge_oldest(self) -> None:
         """Ask the oldest few followed batches soon: one finishing often starts the next."""
         soon = asyncio.get_running_loop().time() + self._settings.poll_initial_s
@@ -213,3 +264,11 @@ class Poller:
             due.at = min(due.at, soon)
         heapq.heapify(self._heap)
         self._wake.set()
+
+
+def _host_key(url: str) -> str:
+    try:
+        parsed = URL(url)
+        return f"{(parsed.host or '').lower()}:{parsed.port}"
+    except (TypeError, ValueError):
+        return ""

@@ -168,7 +168,7 @@ def build_report(
         "rejected_by_reason": dict(sorted(rejected_by_reason.items())),
         "errors": [_batch_error(b) for b in batches if b.state in _FAILED_STATES],
         "duplicates": _duplicates(batches, rows),
-        "warnings": _warnings(rows, batches, chunking_done=chunking_done),
+        "warnings": _warnings(rows, batches, counters, chunking_done=chunking_done),
         "started_at": _iso(finished - elapsed_s),
         "finished_at": _iso(finished),
         "client": settings.get("client"),
@@ -207,17 +207,45 @@ def _duplicates(batches: Sequence[BatchRecord], rows: RowCounts) -> dict[str, in
     }
 
 
-def _warnings(rows: RowCounts, batches: Sequence[BatchRecord], *, chunking_done: bool) -> list[str]:
-    """Inconsistencies worth a human look; none of them changes the counts."""
+def _warnings(
+    rows: RowCounts,
+    batches: Sequence[BatchRecord],
+    counters: Mapping[str, int],
+    *,
+    chunking_done: bool,
+) -> list[str]:
+    """Inconsistencies worth a human look, ours or the server's; none changes the counts."""
     out = []
     if chunking_done and rows.read != rows.rejected + rows.submitted:
         out.append(
             f"rows read ({rows.read}) != rejected ({rows.rejected}) + submitted "
             f"({rows.submitted}): the journal and the input disagree"
         )
+    by_id: dict[str, list[int]] = {}
     for b in batches:
-        if b.state is BatchState.COMPLETE and b.batch_size is not None and b.batch_size != b.rows:
+        if b.batch_id:
+            by_id.setdefault(b.batch_id, []).append(b.seq)
+        if b.state is not BatchState.COMPLETE or b.batch_size is None:
+            continue
+        if b.batch_size != b.rows:
             out.append(f"batch {b.seq}: server counted {b.batch_size} rows, we sent {b.rows}")
+        if b.successful is not None and b.successful > b.batch_size:
+            out.append(
+                f"batch {b.seq}: server reported {b.successful} successful updates "
+                f"for a batch of {b.batch_size} rows"
+            )
+    for batch_id, seqs in by_id.items():
+        if len(seqs) > 1:
+            listed = ", ".join(str(seq) for seq in seqs)
+            out.append(
+                f"server returned the same batch id {batch_id!r} for {len(seqs)} different "
+                f"batches ({listed}): their statuses cannot be told apart"
+            )
+    wrong = int(counters.get("status_wrong_batch", 0))
+    if wrong:
+        out.append(
+            f"{wrong} status answers named another batch than the one asked for: they were ignored"
+        )
     if rows.unaccounted:
         out.append(f"{rows.unaccounted} rows missing from the server's counts: counted failed")
     return out
@@ -413,6 +441,10 @@ def write_failed_csv(
 # -- human summary ------------------------------------------------------------------------
 
 
+# Warnings shown in the summary; report.json has all of them.
+_SUMMARY_WARNINGS = 5
+
+
 def render_summary(report: Mapping[str, Any]) -> str:
     """A one-screen plain-text summary for the end of a run."""
     rows, batches, requests = report["rows"], report["batches"], report["requests"]
@@ -444,6 +476,13 @@ def render_summary(report: Mapping[str, Any]) -> str:
         lines.append(
             f"{'note':<10}{dup['server_unaccounted_rows']:,} rows missing from the server's "
             "counts are counted failed"
+        )
+    warnings = list(report.get("warnings") or ())
+    for warning in warnings[:_SUMMARY_WARNINGS]:
+        lines.append(f"{'warning':<10}{warning}")
+    if len(warnings) > _SUMMARY_WARNINGS:
+        lines.append(
+            f"{'warning':<10}... and {len(warnings) - _SUMMARY_WARNINGS} more in report.json"
         )
     hint = _hint(report)
     if hint:

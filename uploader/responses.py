@@ -1,28 +1,39 @@
 """Parse what the Target API answers into typed results (pure: no I/O, no aiohttp).
 
 Sits between ``client.py`` (which reads at most a capped number of bytes off
-the wire) and everything downstream, which only ever sees ``SubmitResult`` and
-``BatchStatus``. Server XML is untrusted: it is parsed with ``defusedxml``
-(no entity expansion, no DTD), elements we do not know are ignored, and
-anything we cannot understand becomes a ``ProtocolError`` whose message
-carries a short, printable excerpt of the body so an operator can see what
-came back.
+the wire and feeds them to an ``XmlReader`` as they arrive) and everything
+downstream, which only ever sees ``SubmitResult`` and ``BatchStatus``. Server
+XML is untrusted: it is read incrementally within limits (``xmlread.py``: no
+DTD, bounded depth, element count and text), elements we do not know are
+ignored, and anything we cannot understand becomes a ``ProtocolError`` whose
+message carries a short, printable, redacted excerpt of the body so an
+operator can see what came back.
+
+How big a status answer can be. Adobe documents the ``showDetails=true``
+answer as seven elements (``batchId``, ``status``, ``batchSize``,
+``consumedCount``, ``successfulUpdates``, ``profilesNotFound``,
+``failedUpdates``): a few hundred bytes. v2 promises a "per row status", so
+we also accept ``<profile>`` entries, at most one per row of a batch (500,000
+rows): ``STATUS_MAX_ELEMENTS`` allows four elements for each of them, and
+``STATUS_MAX_BYTES`` about 100 bytes each. Of those entries we keep the first
+``MAX_LISTED_PROFILES`` (the rows we can name in ``failed.csv``); the
+server's counts still account for every row beyond them.
 """
 
 from __future__ import annotations
 
 import math
-import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qs, urlsplit
 
-import defusedxml
-import defusedxml.ElementTree as SafeET
-
-from uploader.errors import BatchRejectedError, ProtocolError
+from uploader.errors import BatchRejectedError, ProtocolError, WrongBatchError
+from uploader.redact import excerpt
+from uploader.settings import MAX_BATCH_ROWS
 from uploader.states import RemoteStatus
+from uploader.xmlread import Document, ProfileStatus, XmlReader
 
 __all__ = [
     "PROFILE_STATUSES",
@@ -31,25 +42,46 @@ __all__ = [
     "BatchStatus",
     "ProfileStatus",
     "SubmitResult",
+    "batch_status",
     "excerpt",
     "parse_error_message",
     "parse_retry_after",
     "parse_status",
     "parse_submit",
+    "status_reader",
+    "submit_reader",
+    "submit_result",
 ]
 
 # A submit answer is a few hundred bytes; anything near this cap is not Target.
 SUBMIT_MAX_BYTES = 1024 * 1024
-# With showDetails and per-profile elements a 500,000-row batch can list every
-# row (~100 bytes each); 64 MiB leaves room without letting a server exhaust memory.
+SUBMIT_MAX_ELEMENTS = 1_000
+# See the module docstring: one <profile> of ~100 bytes and 4 elements per row at most.
 STATUS_MAX_BYTES = 64 * 1024 * 1024
+STATUS_MAX_ELEMENTS = 4 * MAX_BATCH_ROWS + 1_000
+MAX_LISTED_PROFILES = 100_000
+# An error page is only read for its <message>.
+ERROR_MAX_ELEMENTS = 10_000
+
+Redact = Callable[[str], str]
+
+_SUBMIT_FIELDS = frozenset({"success", "batchStatus", "batchId", "message"})
+_STATUS_FIELDS = frozenset(
+    {
+        "batchId",
+        "status",
+        "batchSize",
+        "consumedCount",
+        "successfulUpdates",
+        "profilesNotFound",
+        "failedUpdates",
+    }
+)
 
 # Per-profile ``<status>`` values documented for v2. Others are passed through
 # as-is (the poller decides), because a new value there does not make the
 # batch counts wrong.
 PROFILE_STATUSES = frozenset({"success", "error", "pending"})
-
-_EXCERPT_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,15 +91,6 @@ class SubmitResult:
     batch_id: str
     status_url: str
     message: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileStatus:
-    """One ``<profile>`` element of a v2 status answer (often only failed rows)."""
-
-    id: str
-    status: str  # usually one of PROFILE_STATUSES
-    message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,95 +105,137 @@ class BatchStatus:
     not_found: int | None = None
     failed: int | None = None
     profiles: tuple[ProfileStatus, ...] = ()
+    unlisted_profiles: int = 0  # <profile> entries beyond MAX_LISTED_PROFILES, not kept
 
 
-def excerpt(body: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
-    """A short, single-line, printable rendering of ``body`` for error messages.
-
-    Control characters are replaced so a hostile body cannot forge log lines.
-    """
-    text = body if isinstance(body, str) else body[: limit * 4].decode("utf-8", "replace")
-    text = " ".join(text.split())
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def submit_reader(redact: Redact | None = None) -> XmlReader:
+    """A reader for one submit answer (feed it, then ``submit_result(reader.close())``)."""
+    return XmlReader(
+        "submit response", _SUBMIT_FIELDS, max_elements=SUBMIT_MAX_ELEMENTS, redact=redact
+    )
 
 
-def parse_submit(body: bytes) -> SubmitResult:
-    """Parse a submit answer.
+def status_reader(redact: Redact | None = None) -> XmlReader:
+    """A reader for one status answer (feed it, then ``batch_status(reader.close())``)."""
+    return XmlReader(
+        "status response",
+        _STATUS_FIELDS,
+        max_elements=STATUS_MAX_ELEMENTS,
+        max_profiles=MAX_LISTED_PROFILES,
+        redact=redact,
+    )
+
+
+def parse_submit(body: bytes, *, redact: Redact | None = None) -> SubmitResult:
+    """Parse a whole submit answer (see ``submit_result``)."""
+    return submit_result(_read(submit_reader(redact), body), redact=redact)
+
+
+def parse_status(
+    body: bytes, *, batch_id_hint: str | None = None, redact: Redact | None = None
+) -> BatchStatus:
+    """Parse a whole status answer (see ``batch_status``)."""
+    doc = _read(status_reader(redact), body)
+    return batch_status(doc, batch_id_hint=batch_id_hint, redact=redact)
+
+
+def submit_result(doc: Document, *, redact: Redact | None = None) -> SubmitResult:
+    """The accepted batch a submit answer names.
 
     ``success=false`` raises ``BatchRejectedError`` with the server's message;
     a missing or unusable ``<batchStatus>`` raises ``ProtocolError``.
     """
-    root = _parse_xml(body, "submit response")
-    success = _text(root, "success")
+    fields = doc.fields
+    success = fields.get("success")
     if success is None:
-        raise _protocol("submit response has no <success> element", body)
+        raise _protocol("submit response has no <success> element", doc, redact)
     if success.lower() == "false":
-        message = _text(root, "message") or "no message"
-        raise BatchRejectedError(f"batch rejected by the server: {excerpt(message)}")
+        message = fields.get("message") or "no message"
+        raise BatchRejectedError(f"batch rejected by the server: {excerpt(message, redact=redact)}")
     if success.lower() != "true":
-        raise _protocol(f"submit response has <success>{excerpt(success, 40)}</success>", body)
-    status_url = _text(root, "batchStatus")
+        shown = excerpt(success, 40, redact=redact)
+        raise _protocol(f"submit response has <success>{shown}</success>", doc, redact)
+    status_url = fields.get("batchStatus")
     if not status_url:
-        raise _protocol("submit response has no <batchStatus> URL", body)
+        raise _protocol("submit response has no <batchStatus> URL", doc, redact)
     parts = urlsplit(status_url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise _protocol("submit response <batchStatus> is not an absolute http(s) URL", body)
-    batch_id = _text(root, "batchId") or _query_batch_id(parts.query)
+        raise _protocol("submit response <batchStatus> is not an absolute http(s) URL", doc, redact)
+    batch_id = fields.get("batchId") or _query_batch_id(parts.query)
     if not batch_id:
-        raise _protocol("submit response names no batch id (no batchId in <batchStatus>)", body)
-    message = _text(root, "message") or ""
+        raise _protocol(
+            "submit response names no batch id (no batchId in <batchStatus>)", doc, redact
+        )
+    message = fields.get("message") or ""
     return SubmitResult(batch_id=batch_id, status_url=status_url, message=message)
 
 
-def parse_status(body: bytes, *, batch_id_hint: str | None = None) -> BatchStatus:
-    """Parse a status answer; ``batch_id_hint`` (from the URL) fills a missing ``<batchId>``.
+def batch_status(
+    doc: Document, *, batch_id_hint: str | None = None, redact: Redact | None = None
+) -> BatchStatus:
+    """The status a status answer reports.
 
-    An unknown ``<status>`` value is a ``ProtocolError``: guessing would risk
+    ``batch_id_hint`` is the id we asked for (from the URL): it fills a
+    missing ``<batchId>``, and an answer naming another batch is a
+    ``ProtocolError`` (it would put one batch's counts on another). An
+    unknown ``<status>`` value is a ``ProtocolError`` too: guessing would risk
     reporting rows as applied when they are not.
     """
-    root = _parse_xml(body, "status response")
-    batch_id = _text(root, "batchId") or batch_id_hint
+    fields = doc.fields
+    named = fields.get("batchId")
+    if named and batch_id_hint and named != batch_id_hint:
+        raise WrongBatchError(
+            f"status response names batch {excerpt(named, 80, redact=redact)!r}, "
+            f"not the batch asked for ({excerpt(batch_id_hint, 80, redact=redact)!r}); "
+            "its counts are ignored"
+        )
+    batch_id = named or batch_id_hint
     if not batch_id:
-        raise _protocol("status response has no <batchId>", body)
-    raw_status = _text(root, "status")
+        raise _protocol("status response has no <batchId>", doc, redact)
+    raw_status = fields.get("status")
     if raw_status is None:
-        raise _protocol("status response has no <status>", body)
+        raise _protocol("status response has no <status>", doc, redact)
     try:
         status = RemoteStatus(raw_status.lower())
     except ValueError:
         known = ", ".join(s.value for s in RemoteStatus)
+        shown = excerpt(raw_status, 40, redact=redact)
         raise _protocol(
-            f"status response has unknown status {excerpt(raw_status, 40)!r} (known: {known})",
-            body,
+            f"status response has unknown status {shown!r} (known: {known})", doc, redact
         ) from None
-    batch_size = _count(root, "batchSize", body)
+    batch_size = _count(doc, "batchSize", redact)
     if batch_size is None:
-        raise _protocol("status response has no <batchSize>", body)
+        raise _protocol("status response has no <batchSize>", doc, redact)
     return BatchStatus(
         batch_id=batch_id,
         status=status,
         batch_size=batch_size,
-        consumed=_count(root, "consumedCount", body),
-        successful=_count(root, "successfulUpdates", body),
-        not_found=_count(root, "profilesNotFound", body),
-        failed=_count(root, "failedUpdates", body),
-        profiles=_profiles(root, body),
+        consumed=_count(doc, "consumedCount", redact),
+        successful=_count(doc, "successfulUpdates", redact),
+        not_found=_count(doc, "profilesNotFound", redact),
+        failed=_count(doc, "failedUpdates", redact),
+        profiles=tuple(doc.profiles),
+        unlisted_profiles=doc.unlisted_profiles,
     )
 
 
-def parse_error_message(body: bytes) -> str:
+def parse_error_message(body: bytes, *, redact: Redact | None = None) -> str:
     """Best-effort human message of an error answer (XML ``<message>``, JSON, or text)."""
     stripped = body.strip()
     if stripped.startswith(b"<"):
+        reader = XmlReader(
+            "error response",
+            frozenset({"message"}),
+            max_elements=ERROR_MAX_ELEMENTS,
+            redact=redact,
+        )
         try:
-            root = _parse_xml(stripped, "error response")
+            message = _read(reader, stripped).fields.get("message")
         except ProtocolError:
-            return excerpt(body)
-        message = _text(root, "message")
+            return excerpt(body, redact=redact)
         if message:
-            return excerpt(message)
-    return excerpt(body)
+            return excerpt(message, redact=redact)
+    return excerpt(body, redact=redact)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -198,52 +263,21 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - now).total_seconds())
 
 
-def _parse_xml(body: bytes, what: str) -> ET.Element:
+def _read(reader: XmlReader, body: bytes) -> Document:
     if not body.strip():
-        raise ProtocolError(f"{what} is empty")
-    try:
-        root: ET.Element = SafeET.fromstring(body, forbid_dtd=True)
-    except ET.ParseError as exc:
-        raise _protocol(f"{what} is not well-formed XML ({exc})", body) from exc
-    except defusedxml.DefusedXmlException as exc:
-        raise _protocol(f"{what} uses forbidden XML features ({type(exc).__name__})", body) from exc
-    return root
+        raise ProtocolError(f"{reader.what} is empty")
+    reader.feed(body)
+    return reader.close()
 
 
-def _text(root: ET.Element, tag: str) -> str | None:
-    """Stripped text of a direct child of ``root``, ``""`` if empty, ``None`` if absent.
-
-    Only direct children are searched so that ``<profile><status>`` never
-    shadows the batch's own ``<status>``.
-    """
-    element = root.find(tag)
-    if element is None:
-        return None
-    return (element.text or "").strip()
-
-
-def _count(root: ET.Element, tag: str, body: bytes) -> int | None:
-    text = _text(root, tag)
+def _count(doc: Document, tag: str, redact: Redact | None) -> int | None:
+    text = doc.fields.get(tag)
     if text is None or text == "":
         return None
     if not text.isascii() or not text.isdigit():
-        raise _protocol(f"status response <{tag}> is not a count: {excerpt(text, 40)!r}", body)
+        shown = excerpt(text, 40, redact=redact)
+        raise _protocol(f"status response <{tag}> is not a count: {shown!r}", doc, redact)
     return int(text)
-
-
-def _profiles(root: ET.Element, body: bytes) -> tuple[ProfileStatus, ...]:
-    # v2 lists profiles either directly under the root or inside a wrapper
-    # element (<profiles>); both are accepted, and nothing deeper.
-    found = list(root.findall("profile")) + list(root.findall("*/profile"))
-    profiles = []
-    for element in found:
-        profile_id = _text(element, "id")
-        status = _text(element, "status")
-        if not profile_id or not status:
-            raise _protocol("status response has a <profile> without <id> or <status>", body)
-        message = _text(element, "message")
-        profiles.append(ProfileStatus(profile_id, status.lower(), message or None))
-    return tuple(profiles)
 
 
 def _query_batch_id(query: str) -> str | None:
@@ -251,5 +285,5 @@ def _query_batch_id(query: str) -> str | None:
     return values[0] if values else None
 
 
-def _protocol(problem: str, body: bytes) -> ProtocolError:
-    return ProtocolError(f"{problem}; body starts: {excerpt(body)!r}")
+def _protocol(problem: str, doc: Document, redact: Redact | None) -> ProtocolError:
+    return ProtocolError(f"{problem}; body starts: {excerpt(doc.head, redact=redact)!r}")

@@ -80,6 +80,11 @@ class TargetSettings:
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         _one_of("target.api", self.api, _API_VERSIONS)
         parts = urlsplit(self.base_url)
+        if "@" in parts.netloc:  # never echo it: the part before @ may be a password
+            raise ConfigError(
+                "target.base_url must not hold credentials (user:password@host); "
+                f"put the token in the environment variable {self.token_env} instead"
+            )
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"target.base_url {self.base_url!r} is not an http(s) URL")
         if parts.scheme == "http" and not (self.allow_http or is_loopback_host(parts.hostname)):

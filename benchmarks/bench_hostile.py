@@ -1,0 +1,250 @@
+"""Hostile status answers: peak RSS of a whole run, and how long the event loop stalls.
+
+A small server (in a thread of this process, on 127.0.0.1) accepts every
+batch and answers the first status calls with one hostile body, then with
+``complete``:
+
+- ``element flood``: 64 MiB of ``<a/>``, 16 million elements (the case that
+  once took 1.75 GB and blocked the loop 12 s);
+- ``deep nesting``: 64 MiB of ``<a>``;
+- ``profile flood``: 500,000 well-formed ``<profile>`` entries, one per row
+  of the largest batch (a legal answer; the client keeps 100,000).
+
+For each, ``uploader run`` runs as a child process (peak RSS from its
+``VmHWM``, see ``bench_memory.run_child``), and the same answer is read once
+in this process by ``TargetClient.status`` while a 1 ms ticker measures the
+longest stall of the event loop. Goals: peak RSS under 200 MB, stalls under
+50 ms.
+
+    python -m benchmarks.bench_hostile [--quick]
+
+``--quick`` uses 4 MiB bodies and writes its JSON to a temporary directory
+unless ``--out`` is given, so it never replaces the committed results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from benchmarks.bench_memory import run_child
+from benchmarks.common import RESULTS_DIR, Result, command_line, finish, parser
+from uploader.client import TargetClient
+from uploader.errors import UploaderError
+from uploader.settings import TargetSettings
+
+ROWS, BATCHES = 3_000, 3
+FLOOD_CALLS = 3  # status calls answered with the hostile body before `complete`
+
+
+def element_flood(size: int) -> Callable[[web.StreamResponse], Awaitable[None]]:
+    return _repeat(b"<response>", b"<a/>", size)
+
+
+def deep_nesting(size: int) -> Callable[[web.StreamResponse], Awaitable[None]]:
+    return _repeat(b"", b"<a>", size)
+
+
+def profile_flood(size: int) -> Callable[[web.StreamResponse], Awaitable[None]]:
+    async def write(resp: web.StreamResponse) -> None:
+        # No <batchId>: it is the one asked for (from the URL).
+        await resp.write(b"<response><status>incomplete</status>")
+        await resp.write(b"<batchSize>500000</batchSize><profiles>")
+        entry = b"<profile><id>C%06d</id><status>error</status></profile>"
+        count = min(500_000, size // len(entry % 0))
+        for start in range(0, count, 1000):
+            await resp.write(b"".join(entry % i for i in range(start, min(count, start + 1000))))
+        await resp.write(b"</profiles></response>")
+
+    return write
+
+
+def _repeat(head: bytes, unit: bytes, size: int) -> Callable[[web.StreamResponse], Awaitable[None]]:
+    async def write(resp: web.StreamResponse) -> None:
+        chunk = unit * (64 * 1024 // len(unit))
+        await resp.write(head)
+        sent = len(head)
+        while sent < size:
+            part = chunk[: size - sent]
+            await resp.write(part)
+            sent += len(part)
+
+    return write
+
+
+class Server:
+    """The hostile server, in its own thread and event loop."""
+
+    def __init__(self, body: Callable[[web.StreamResponse], Awaitable[None]]) -> None:
+        self.body = body
+        self.calls: dict[str, int] = {}
+        self.port = 0
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def __enter__(self) -> Server:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/m2/{client}/v2/profile/batchUpdate", self._submit)
+        app.router.add_get("/m2/{client}/profile/batchStatus", self._status)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    async def _submit(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        rows = sum(1 for line in body.split(b"\n")[1:] if line.strip())
+        batch_id = f"H-{len(self.calls) + 1}-{rows}"
+        self.calls[batch_id] = 0
+        url = f"{self.base_url}/m2/bench/profile/batchStatus?batchId={batch_id}"
+        return _xml(f"<response><success>true</success><batchStatus>{url}</batchStatus></response>")
+
+    async def _status(self, request: web.Request) -> web.StreamResponse:
+        batch_id = request.query.get("batchId", "H-0-0")
+        self.calls[batch_id] = self.calls.get(batch_id, 0) + 1
+        if self.calls[batch_id] <= FLOOD_CALLS:
+            resp = web.StreamResponse(headers={"Content-Type": "application/xml"})
+            await resp.prepare(request)
+            # The client may stop reading (the point of a cap): that ends the answer.
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.body(resp)
+            return resp
+        rows = batch_id.rsplit("-", 1)[1]
+        return _xml(
+            f"<response><batchId>{batch_id}</batchId><status>complete</status>"
+            f"<batchSize>{rows}</batchSize><successfulUpdates>{rows}</successfulUpdates>"
+            "</response>"
+        )
+
+
+def _xml(text: str) -> web.Response:
+    return web.Response(text=text, content_type="application/xml")
+
+
+async def loop_stall(base_url: str) -> tuple[float, float, str]:
+    """(longest event-loop stall in ms, seconds, outcome) of one status call in this process."""
+    settings = TargetSettings(client="bench", base_url=base_url)
+    stall = 0.0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal stall
+        loop = asyncio.get_running_loop()
+        while not done.is_set():
+            before = loop.time()
+            await asyncio.sleep(0.001)
+            stall = max(stall, loop.time() - before - 0.001)
+
+    tick = asyncio.create_task(ticker())
+    started = time.perf_counter()
+    async with TargetClient(settings) as client:
+        try:
+            status = await client.status(f"{base_url}/m2/bench/profile/batchStatus?batchId=P-0-0")
+            outcome = f"parsed: {status.status.value}, {len(status.profiles)} profiles kept"
+        except UploaderError as exc:
+            outcome = f"{type(exc).__name__}: {str(exc)[:80]}"
+    seconds = time.perf_counter() - started
+    done.set()
+    await tick
+    return stall * 1000, seconds, outcome
+
+
+def run_upload(base_url: str, tmp: Path, name: str) -> tuple[int, float, float]:
+    export = tmp / f"{name}.csv"
+    with export.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["thirdPartyId", "tier"])
+        writer.writerows([f"C{i:06d}", "gold"] for i in range(ROWS))
+    config = tmp / "fast.toml"
+    config.write_text("[status]\npoll_initial_s = 0.05\npoll_max_s = 0.5\n")
+    args = [
+        sys.executable, "-m", "uploader", "run", str(export),
+        "--client", "bench", "--base-url", base_url, "--config", str(config),
+        "--max-batch-rows", str(ROWS // BATCHES), "--work-dir", str(tmp / f"run-{name}"),
+        "--progress", "none", "--fresh",
+    ]  # fmt: skip
+    return run_child(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser(__doc__.splitlines()[0])
+    ns = p.parse_args(argv)
+    size = 4 * 1024 * 1024 if ns.quick else 64 * 1024 * 1024 - 64
+    out = ns.out
+    if ns.quick and out == str(RESULTS_DIR):
+        out = str(Path(tempfile.gettempdir()) / "uploader-bench-quick")
+    result = Result(
+        "hostile",
+        f"Hostile status answers ({size / 2**20:.0f} MiB bodies, {FLOOD_CALLS} per batch)",
+        command_line("benchmarks.bench_hostile", argv),
+        params={"body_bytes": size, "rows": ROWS, "batches": BATCHES, "flood_calls": FLOOD_CALLS},
+    )
+    started = time.perf_counter()
+    cases = {
+        "element flood": element_flood(size),
+        "deep nesting": deep_nesting(size),
+        "profile flood": profile_flood(size),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
+        for name, body in cases.items():
+            with Server(body) as server:
+                code, rss, seconds = run_upload(server.base_url, Path(tmp), name.replace(" ", "-"))
+                status_calls = sum(server.calls.values())
+            with Server(body) as server:
+                stall_ms, read_s, outcome = asyncio.run(loop_stall(server.base_url))
+            result.cases.append(
+                {
+                    "case": name,
+                    "run_peak_rss_mb": rss,
+                    "run_seconds": seconds,
+                    "run_exit_code": code,
+                    "run_status_calls": status_calls,
+                    "one_answer_seconds": read_s,
+                    "max_loop_stall_ms": stall_ms,
+                    "one_answer_outcome": outcome,
+                }
+            )
+            result.add(f"{name}: peak RSS of uploader run", rss, "MB", "<", 200.0)
+            result.add(f"{name}: longest event-loop stall", stall_ms, "ms", "<", 50.0)
+            result.add(f"{name}: uploader run exit code", code, "", "<=", 0)
+    result.elapsed_s = time.perf_counter() - started
+    finish(result, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

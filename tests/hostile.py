@@ -1,0 +1,161 @@
+"""A hostile (or just broken) Target server for tests, on 127.0.0.1.
+
+It speaks the submit and status endpoints well enough for a whole run and
+misbehaves in one way per ``mode``:
+
+| mode | what it does |
+|---|---|
+| ``ok`` | behaves |
+| ``flood`` | first status answer: 64 MiB of ``<a/>`` (16 million elements) |
+| ``deep`` | first status answer: 100,000 nested elements |
+| ``echo401`` | every submit: HTTP 401 echoing our ``Authorization`` header |
+| ``echo413`` | every submit: HTTP 413 whose XML message quotes the token twice |
+| ``echo_status`` | first status answer: HTTP 500 echoing the token |
+| ``userinfo`` | status URLs with ``user:password@`` in them |
+| ``same_id`` | the same batch id for every batch |
+| ``wrong_id`` | first status answer names another batch |
+| ``overcount`` | ``successfulUpdates`` 5 above ``batchSize`` |
+| ``retry_after`` | status calls: 429 ``Retry-After: 999999999`` for the first ``hold_s`` |
+
+Everything it saw is in ``seen`` for the test to check.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+MODES = (
+    "ok",
+    "flood",
+    "deep",
+    "echo401",
+    "echo413",
+    "echo_status",
+    "userinfo",
+    "same_id",
+    "wrong_id",
+    "overcount",
+    "retry_after",
+)
+PASSWORD = "hunter2-not-a-token"
+FLOOD_BYTES = 64 * 1024 * 1024 - 64
+
+
+@dataclass
+class Seen:
+    submits: int = 0
+    status_calls: int = 0
+    throttled: int = 0
+    status_times: list[float] = field(default_factory=list)
+    auth: set[str | None] = field(default_factory=set)
+
+
+class HostileServer:
+    """``await server.start()``; ``server.base_url``; ``await server.close()``."""
+
+    def __init__(self, mode: str, *, hold_s: float = 1.0) -> None:
+        assert mode in MODES, mode
+        self.mode = mode
+        self.hold_s = hold_s
+        self.seen = Seen()
+        self._rows: dict[str, int] = {}  # status key -> rows of that batch
+        self._first_status: float | None = None
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/m2/{client}/v2/profile/batchUpdate", self._submit)
+        app.router.add_get("/m2/{client}/profile/batchStatus", self._status)
+        self._server = TestServer(app, host="127.0.0.1", port=0)
+
+    async def start(self) -> None:
+        await self._server.start_server()
+
+    async def close(self) -> None:
+        await self._server.close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.port}"
+
+    # -- submit ------------------------------------------------------------------------
+
+    async def _submit(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.seen.submits += 1
+        auth = request.headers.get("Authorization")
+        self.seen.auth.add(auth)
+        if self.mode == "echo401":
+            return web.Response(status=401, text=f"denied; you sent Authorization: {auth}")
+        if self.mode == "echo413":
+            token = (auth or "").removeprefix("Bearer ")
+            message = f"batch too large for {token[:150]} (header was {auth})"
+            return _xml(f"<response><message>{message}</message></response>", status=413)
+        rows = sum(1 for line in body.split(b"\n")[1:] if line.strip())
+        n = self.seen.submits
+        batch_id = "H-SAME" if self.mode == "same_id" else f"H-{n}"
+        self._rows[str(n)] = rows
+        host = f"user:{PASSWORD}@127.0.0.1" if self.mode == "userinfo" else "127.0.0.1"
+        url = (
+            f"http://{host}:{self._server.port}/m2/{request.match_info['client']}"
+            f"/profile/batchStatus?batchId={batch_id}&amp;n={n}"
+        )
+        return _xml(
+            "<response><success>true</success>"
+            f"<batchStatus>{url}</batchStatus><message>ok</message></response>"
+        )
+
+    # -- status ------------------------------------------------------------------------
+
+    async def _status(self, request: web.Request) -> web.StreamResponse:
+        now = time.monotonic()
+        self.seen.status_calls += 1
+        self.seen.status_times.append(now)
+        first = self._first_status is None
+        if first:
+            self._first_status = now
+        batch_id = request.query.get("batchId", "")
+        rows = self._rows.get(request.query.get("n", ""), 0)
+        if self.mode == "flood" and first:
+            return await _stream(request, b"<response>", b"<a/>", FLOOD_BYTES)
+        if self.mode == "deep" and first:
+            return _xml("<a>" * 100_000)
+        if self.mode == "echo_status" and first:
+            auth = request.headers.get("Authorization")
+            return web.Response(status=500, text=f"upstream said no to {auth} {auth}")
+        if self.mode == "wrong_id" and first:
+            batch_id = "H-someone-else"
+        assert self._first_status is not None
+        if self.mode == "retry_after" and now - self._first_status < self.hold_s:
+            self.seen.throttled += 1
+            return web.Response(status=429, headers={"Retry-After": "999999999"})
+        successful = rows + 5 if self.mode == "overcount" else rows
+        return _xml(
+            f"<response><batchId>{batch_id}</batchId><status>complete</status>"
+            f"<batchSize>{rows}</batchSize><consumedCount>{rows}</consumedCount>"
+            f"<successfulUpdates>{successful}</successfulUpdates>"
+            "<profilesNotFound>0</profilesNotFound><failedUpdates>0</failedUpdates></response>"
+        )
+
+
+def _xml(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="application/xml")
+
+
+async def _stream(request: web.Request, head: bytes, unit: bytes, size: int) -> web.StreamResponse:
+    """``head`` then ``unit`` repeated up to ``size`` bytes, sent in 64 KiB writes."""
+    resp = web.StreamResponse(headers={"Content-Type": "application/xml"})
+    resp.content_length = size
+    await resp.prepare(request)
+    chunk = unit * (64 * 1024 // len(unit))
+    await resp.write(head)
+    sent = len(head)
+    try:
+        while sent < size:
+            part = chunk[: size - sent]
+            await resp.write(part)
+            sent += len(part)
+    except (ConnectionResetError, RuntimeError):
+        pass  # the client stopped reading: that is the point
+    return resp

@@ -1,0 +1,263 @@
+"""Whole runs against a hostile server (``tests/hostile.py``), one mode per case.
+
+Each test runs the real command line in a subprocess with fast settings and
+a 300-character token, then checks: the exit code, no traceback, the exact
+accounting of report.json, the warnings, and that no 8-character piece of
+the token is in stdout, stderr or any file the run wrote (journal included).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.hostile import PASSWORD, HostileServer
+from tests.test_cli_errors import Result, assert_one_error_line, uploader
+
+TOKEN = "".join(f"{i:03d}-secret-" for i in range(30))[:300]
+ROWS, PER_BATCH = 30, 10
+BATCHES = ROWS // PER_BATCH
+
+CONFIG = """
+[status]
+poll_initial_s = 0.02
+poll_max_s = 0.4
+[submit]
+backoff_initial_s = 0.005
+backoff_max_s = 0.05
+max_attempts = 2
+request_timeout_s = 30
+"""
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Callable[..., Awaitable[HostileServer]]]:
+    servers: list[HostileServer] = []
+
+    async def start(mode: str, **kwargs: Any) -> HostileServer:
+        server = HostileServer(mode, **kwargs)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+async def run_against(server: HostileServer, tmp_path: Path, *extra: str) -> Result:
+    with (tmp_path / "export.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["thirdPartyId", "tier"])
+        writer.writerows([f"C{i:03d}", "gold"] for i in range(ROWS))
+    (tmp_path / "fast.toml").write_text(CONFIG)
+    return await uploader(
+        "-v",
+        "run",
+        "export.csv",
+        "--client",
+        "acme",
+        "--base-url",
+        server.base_url,
+        "--config",
+        "fast.toml",
+        "--max-batch-rows",
+        str(PER_BATCH),
+        "--work-dir",
+        "w",
+        "--junit",
+        "w/junit.xml",
+        "--progress",
+        "log",
+        *extra,
+        cwd=tmp_path,
+        env={"TARGET_PROFILE_TOKEN": TOKEN},
+    )
+
+
+def assert_no_secret(r: Result, root: Path, secret: str = TOKEN) -> None:
+    """No 8-character window of ``secret`` in the outputs or in any file under ``root``."""
+    texts = {"stdout": r.stdout, "stderr": r.stderr}
+    for path in root.rglob("*"):
+        if path.is_file():
+            texts[str(path)] = path.read_bytes().decode("latin-1")
+    windows = {secret[i : i + 8] for i in range(len(secret) - 7)}
+    for name, text in texts.items():
+        leaked = [w for w in windows if w in text]
+        assert not leaked, f"{name} holds a piece of the secret: {leaked[:3]}"
+
+
+def clean_exit(r: Result, code: int, tmp_path: Path) -> dict[str, Any]:
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.code == code, r.stderr
+    report: dict[str, Any] = json.loads((tmp_path / "w" / "report.json").read_text())
+    rows = report["rows"]
+    assert rows["read"] == ROWS and rows["rejected"] == 0 and rows["submitted"] == ROWS
+    assert rows["successful"] + rows["failed"] + rows["not_found"] + rows["pending"] == ROWS
+    return report
+
+
+async def test_element_flood_is_refused_and_the_run_completes(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    server = await hostile("flood")
+    r = await run_against(server, tmp_path)
+    report = clean_exit(r, 0, tmp_path)
+    assert report["rows"]["successful"] == ROWS
+    assert report["requests"]["status_errors"] == 1
+    assert "more than 2,001,000 elements" in r.stderr
+    assert_no_secret(r, tmp_path)
+
+
+async def test_deep_nesting_is_refused_and_the_run_completes(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    server = await hostile("deep")
+    r = await run_against(server, tmp_path)
+    report = clean_exit(r, 0, tmp_path)
+    assert report["rows"]["successful"] == ROWS
+    assert "nested deeper than 8 levels" in r.stderr
+    assert_no_secret(r, tmp_path)
+
+
+async def test_401_echoing_the_token_leaves_no_piece_of_it(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    server = await hostile("echo401")
+    r = await run_against(server, tmp_path)
+    assert "Traceback" not in r.stderr
+    assert r.code == 2
+    assert server.seen.auth == {f"Bearer {TOKEN}"}
+    errors = [line for line in r.stderr.splitlines() if line.startswith("uploader: error:")]
+    assert (
+        len(errors) == 1
+        and "HTTP 401" in errors[0]
+        and "Authorization: Bearer [token]" in errors[0]
+    )
+    assert "check the Bearer token in environment variable TARGET_PROFILE_TOKEN" in errors[0]
+    report = json.loads((tmp_path / "w" / "report.json").read_text())
+    assert report["status"] == "error" and "[token]" in report["error"]
+    assert_no_secret(r, tmp_path)
+
+
+async def test_413_quoting_the_token_leaves_no_piece_of_it(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    server = await hostile("echo413")
+    r = await run_against(server, tmp_path)
+    report = clean_exit(r, 1, tmp_path)
+    assert report["rows"]["failed"] == ROWS
+    assert len(report["errors"]) == BATCHES
+    assert all("HTTP 413" in e["error"] and "[token]" in e["error"] for e in report["errors"])
+    assert_no_secret(r, tmp_path)
+
+
+async def test_status_error_echoing_the_token_leaves_no_piece_of_it(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    server = await hostile("echo_status")
+    r = await run_against(server, tmp_path)
+    report = clean_exit(r, 0, tmp_path)
+    assert report["rows"]["successful"] == ROWS
+    assert "HTTP 500 server error: upstream said no to Bearer [token]" in r.stderr
+    assert_no_secret(r, tmp_path)
+
+
+async def test_status_url_with_credentials_is_never_called(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    server = await hostile("userinfo")
+    r = await run_against(server, tmp_path, "--status-timeout", "3")
+    report = clean_exit(r, r.code, tmp_path)
+    assert r.code in (1, 3)  # given up on, or still followed when the time ran out
+    assert server.seen.submits == BATCHES
+    assert server.seen.status_calls == 0
+    assert report["rows"]["successful"] == 0
+    assert "carries credentials" in r.stderr
+    assert_no_secret(r, tmp_path)
+    assert_no_secret(r, tmp_path, PASSWORD)
+
+
+async def test_same_batch_id_for_two_batches_is_a_warning(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    server = await hostile("same_id")
+    r = await run_against(server, tmp_path)
+    report = clean_exit(r, 0, tmp_path)
+    assert report["rows"]["successful"] == ROWS
+    assert report["warnings"] == [
+        "server returned the same batch id 'H-SAME' for 3 different batches (1, 2, 3): "
+        "their statuses cannot be told apart"
+    ]
+    assert "warning   server returned the same batch id 'H-SAME'" in r.stderr
+    assert_no_secret(r, tmp_path)
+
+
+async def test_status_naming_another_batch_is_ignored_and_flagged(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    server = await hostile("wrong_id")
+    r = await run_against(server, tmp_path)
+    report = clean_exit(r, 0, tmp_path)
+    assert report["rows"]["successful"] == ROWS
+    assert report["requests"]["status_wrong_batch"] == 1
+    assert report["warnings"] == [
+        "1 status answers named another batch than the one asked for: they were ignored"
+    ]
+    assert "warning   1 status answers named another batch" in r.stderr
+    assert_no_secret(r, tmp_path)
+
+
+async def test_more_successful_updates_than_rows_is_a_warning(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    server = await hostile("overcount")
+    r = await run_against(server, tmp_path)
+    report = clean_exit(r, 0, tmp_path)
+    assert report["rows"]["successful"] == ROWS
+    assert report["duplicates"]["server_overcounted_rows"] == 5 * BATCHES
+    assert report["warnings"] == [
+        f"batch {seq}: server reported 15 successful updates for a batch of 10 rows"
+        for seq in range(1, BATCHES + 1)
+    ]
+    assert_no_secret(r, tmp_path)
+
+
+async def test_retry_after_on_status_holds_back_every_call_to_that_host(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    server = await hostile("retry_after", hold_s=1.0)
+    r = await run_against(server, tmp_path)
+    report = clean_exit(r, 0, tmp_path)
+    assert report["rows"]["successful"] == ROWS
+    assert report["requests"]["status_throttled"] == server.seen.throttled
+    # Retry-After is capped at status.poll_max_s (0.4 s): the server's 1 s hold sees a
+    # few rounds of at most one call per batch, not a call every 20 ms per batch.
+    assert 1 <= server.seen.throttled <= 4 * BATCHES
+    times = server.seen.status_times
+    gaps = [b - a for a, b in itertools.pairwise(times) if b - a > 0.2]
+    assert len(gaps) >= 2  # at least two held-back pauses of ~0.4 s
+    assert_no_secret(r, tmp_path)
+
+
+async def test_base_url_with_credentials_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "export.csv").write_text("thirdPartyId,tier\nC1,gold\n")
+    r = await uploader(
+        "run",
+        "export.csv",
+        "--client",
+        "acme",
+        "--base-url",
+        f"http://bob:{PASSWORD}@127.0.0.1:9",
+        "--work-dir",
+        "w",
+        cwd=tmp_path,
+    )
+    assert_one_error_line(r, 2, "target.base_url must not hold credentials")
+    assert_no_secret(r, tmp_path, PASSWORD)
