@@ -50,6 +50,7 @@ from uploader.encode import (
 from uploader.errors import ConfigError, InputError
 from uploader.settings import BatchSettings, InputSettings
 from uploader.sources import Source, open_source
+from uploader.sources.shard import ShardFilter
 from uploader.states import RejectReason
 
 __all__ = ["BatchFile", "ChunkSummary", "Chunker", "read_batch_header", "read_batch_rows"]
@@ -85,6 +86,7 @@ class ChunkSummary:
     files: tuple[BatchFile, ...]
     out_dir: Path
     stopped: bool = False
+    rows_other_shards: int = 0  # with input.shard: records left to the other shards
 
     @property
     def rows_rejected(self) -> int:
@@ -369,6 +371,7 @@ class Chunker:
             files=tuple(sink.files),
             out_dir=self.out_dir,
             stopped=stopped,
+            rows_other_shards=src.skipped if isinstance(src, ShardFilter) else 0,
         )
 
     def _remove_stale(self, last_seq: int) -> None:

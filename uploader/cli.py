@@ -44,6 +44,7 @@ _INPUT_FLAGS = {
     "encoding": "input.encoding",
     "max_batch_rows": "batch.max_rows",
     "max_batch_bytes": "batch.max_bytes",
+    "shard": "input.shard",
 }
 _RUN_FLAGS = {
     "concurrency": "submit.concurrency",
@@ -124,6 +125,11 @@ def _add_input(p: argparse.ArgumentParser) -> None:
         help="what the id column holds (default: thirdPartyId)",
     )
     g.add_argument("--delimiter", metavar="C", help="field delimiter (default: ,)")
+    g.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="only ids that hash to shard I of N, 0 <= I < N (default: the whole export)",
+    )
     g.add_argument("--encoding", metavar="E", help="input encoding (default: utf-8; BOM skipped)")
     g.add_argument(
         "--max-batch-rows",
@@ -271,7 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog=STATUS_EXIT_CODES,
     )
-    status.add_argument("work_dir", metavar="WORK_DIR", help="the work dir of a run or submit")
+    status.add_argument(
+        "work_dir",
+        nargs="+",
+        metavar="WORK_DIR",
+        help="the work dir of a run or submit; several (the shards of one load) are also combined",
+    )
     status.add_argument("--json", action="store_true", help="print the report as JSON")
 
     from uploader import emulator
@@ -354,7 +365,7 @@ def _cmd_split(ns: argparse.Namespace) -> int:
 def _cmd_status(ns: argparse.Namespace) -> int:
     from uploader.commands import status_command
 
-    return status_command(Path(ns.work_dir), as_json=ns.json)
+    return status_command([Path(d) for d in ns.work_dir], as_json=ns.json)
 
 
 def _cmd_emulator(ns: argparse.Namespace) -> int:

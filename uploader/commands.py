@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from uploader import report as reporting
+from uploader.combine import combine, render_combined, shard_section
 from uploader.errors import ConfigError, InputError, UploaderError
 from uploader.journal import Journal
 from uploader.pipeline import run_pipeline
@@ -41,12 +44,29 @@ def submit_command(paths: list[Path], settings: Settings) -> int:
     return _execute("-", settings, job_id, work_dir, files=files)
 
 
-def status_command(work_dir: Path, *, as_json: bool = False) -> int:
-    """``uploader status WORK_DIR``: the report as the journal stands now.
+def status_command(work_dirs: Sequence[Path], *, as_json: bool = False) -> int:
+    """``uploader status WORK_DIR...``: the report as each journal stands now.
 
     A run still going is said to be running, with its pid (exit 3); a run that
     ended shows the error it stored and exits with the code it ended with.
+    Several work dirs (the shards of one load) also get their combined
+    accounting and one exit code for the whole (``report.combine``).
     """
+    reports = [status_report(work_dir) for work_dir in work_dirs]
+    if len(reports) == 1:
+        report = reports[0]
+        print(json.dumps(report, indent=2) if as_json else reporting.render_summary(report))
+        return int(report["exit_code"])
+    combined = combine(reports)
+    if as_json:
+        print(json.dumps({"combined": combined, "runs": reports}, indent=2))
+    else:
+        print(render_combined(combined, reports))
+    return int(combined["exit_code"])
+
+
+def status_report(work_dir: Path) -> dict[str, Any]:
+    """The report of one work dir from its journal, as ``uploader status`` shows it."""
     path = work_dir / "journal.sqlite"
     if not path.exists():
         raise InputError(f"{work_dir}: no journal here (expected {path})")
@@ -72,13 +92,13 @@ def status_command(work_dir: Path, *, as_json: bool = False) -> int:
             interrupted=pid is not None or journal.get_meta("last_outcome") != "done",
             error=ended.get("error") if ended else None,
             pacing=journal.get_meta("pacing"),
+            shard=shard_section(chunk),
         )
     if pid is not None:
         report["running_pid"] = pid
     elif ended:
         report["exit_code"] = int(ended["exit_code"])
-    print(json.dumps(report, indent=2) if as_json else reporting.render_summary(report))
-    return int(report["exit_code"])
+    return report
 
 
 def find_batch_files(paths: list[Path]) -> list[Path]:

@@ -423,6 +423,8 @@ async def _chunk(run: _Run, input_name: str, work_dir: Path) -> None:
             "rows_read": summary.rows_read,
             "rejected": dict(summary.rejected),
             "header": list(summary.header),
+            "rows_other_shards": summary.rows_other_shards,
+            "shard": run.settings.input.shard,
         },
     )
     journal.set_meta("chunk_done", True)

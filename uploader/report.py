@@ -124,6 +124,7 @@ def build_report(
     settings_summary: Mapping[str, Any] | None = None,
     finished_at: float | None = None,
     pacing: Mapping[str, Any] | None = None,
+    shard: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report.json document (SPEC section 4 keys first, then extras)."""
     rejected = sum(rejected_by_reason.values())
@@ -175,6 +176,7 @@ def build_report(
         "api": settings.get("api"),
         "settings": settings,
         "pacing": dict(pacing) if pacing else None,
+        "shard": dict(shard) if shard else None,
     }
     return report
 
@@ -466,6 +468,12 @@ def render_summary(report: Mapping[str, Any]) -> str:
     pacing = report.get("pacing")
     if pacing:
         lines.append(f"{'pacing':<10}{_pacing_line(pacing)}")
+    shard = report.get("shard")
+    if shard:
+        lines.append(
+            f"{'shard':<10}{shard['index']}/{shard['count']}: "
+            f"{shard['rows_in_other_shards']:,} records left to the other shards"
+        )
     dup = report.get("duplicates", {})
     if dup.get("possible_duplicate_rows"):
         lines.append(

@@ -35,6 +35,7 @@ __all__ = [
     "TargetSettings",
     "is_loopback_host",
     "load_settings",
+    "parse_shard",
 ]
 
 MAX_BATCH_ROWS = 500_000
@@ -111,11 +112,18 @@ class InputSettings:
     format: str = "auto"  # auto: from the name (.parquet, .jsonl), else CSV
     # fsspec options for URL inputs (an S3-compatible endpoint_url, a profile...)
     storage_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    shard: str | None = None  # "I/N": only ids that hash to shard I of N (0 <= I < N)
 
     def __post_init__(self) -> None:
         _one_of("input.id_type", self.id_type, _ID_TYPES)
         _one_of("input.format", self.format, _FORMATS)
         object.__setattr__(self, "storage_options", MappingProxyType(dict(self.storage_options)))
+        if self.shard is not None:
+            try:
+                parse_shard(self.shard)
+            except ValueError as exc:
+                raise ConfigError(f"input.shard: {exc}") from None
+
         if len(self.delimiter) != 1 or self.delimiter in '\r\n"':
             raise ConfigError(f"input.delimiter must be one character, got {self.delimiter!r}")
         try:
@@ -125,6 +133,11 @@ class InputSettings:
         object.__setattr__(self, "rename", MappingProxyType(dict(self.rename)))
         if self.columns is not None:
             object.__setattr__(self, "columns", tuple(self.columns))
+
+    @property
+    def shard_spec(self) -> tuple[int, int] | None:
+        """``(I, N)`` of ``input.shard``, or None for the whole export."""
+        return None if self.shard is None else parse_shard(self.shard)
 
 
 @dataclass(frozen=True)
@@ -384,6 +397,17 @@ def _convert(key: str, kind: str, value: Any) -> Any:
         return value
     except ValueError:
         raise ConfigError(f"{key}: invalid value {value!r}") from None
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; ValueError otherwise."""
+    index, sep, count = text.partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        raise ValueError(f"expected I/N, e.g. 0/4, got {text!r}")
+    i, n = int(index), int(count)
+    if n < 1 or i >= n:
+        raise ValueError(f"shard index must be 0 to N-1 and N at least 1, got {text!r}")
+    return i, n
 
 
 def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from uploader import report as reporting
 from uploader.chunk import BatchFile, read_batch_rows
+from uploader.combine import shard_section
 from uploader.errors import ConfigError, InputError, UploaderError
 from uploader.journal import BatchRecord, Journal
 from uploader.settings import MAX_BATCH_BYTES, MAX_BATCH_ROWS, Settings
@@ -56,6 +57,10 @@ def default_job_id(input_name: str, settings: Settings) -> str:
     local = input_name != "-" and not is_url(input_name)
     where = str(Path(input_name).resolve()) if local else input_name
     key = "\0".join((where, settings.target.base_url, settings.target.client, settings.target.api))
+    shard = settings.input.shard_spec
+    if shard is not None:  # each shard is its own job, with its own work dir
+        key += f"\0shard {shard[0]}/{shard[1]}"
+        stem += f"-shard{shard[0]}of{shard[1]}"
     return f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
@@ -82,6 +87,7 @@ def fingerprint(
         delimiter=inp.delimiter,
         encoding=inp.encoding,
         format=inp.format,
+        shard=inp.shard,
         columns=list(inp.columns) if inp.columns is not None else None,
         rename=dict(inp.rename),
         max_rows=settings.batch.max_rows,
@@ -216,6 +222,7 @@ def write_outputs(
             "outcome": outcome,
         },
         pacing=pacing,
+        shard=shard_section(chunk),
     )
     report_path = settings.run.report or work_dir / "report.json"
     reporting.write_report(report_path, report)

@@ -63,7 +63,19 @@ def detect_format(name: str, declared: str = "auto") -> str:
 
 
 def open_source(name: str, settings: InputSettings) -> Source:
-    """Open ``name`` in its format; whole-input problems raise ``InputError`` here."""
+    """Open ``name`` in its format; whole-input problems raise ``InputError`` here.
+
+    With ``input.shard``, only the records of that shard come out (``sources.shard``).
+    """
+    source = _open_format(name, settings)
+    if settings.shard_spec is None:
+        return source
+    from uploader.sources.shard import ShardFilter
+
+    return ShardFilter(source, settings.shard_spec, settings.id_column)
+
+
+def _open_format(name: str, settings: InputSettings) -> Source:
     fmt = detect_format(name, settings.format)
     options = dict(settings.storage_options)
     if fmt == "parquet":
