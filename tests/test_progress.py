@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import EmulatorFactory
+from tests.helpers import make_settings, write_csv
 from uploader import progress
+from uploader.pipeline import run_pipeline
 
 SNAPSHOT: dict[str, Any] = {
+    "input_bytes_read": 40_000_000,
+    "input_bytes_total": 100_000_000,
+    "input_rows_read": 3000,
+    "chunk_done": False,
+    "rows_known": 2500,
+    "rows_sent": 2000,
     "rows_accepted": 1500,
     "batches_known": 7,
     "batches_sent": 5,
@@ -19,8 +31,9 @@ SNAPSHOT: dict[str, Any] = {
     "batches_failed": 1,
     "in_flight": 2,
     "limit": 6,
+    "limit_max": 8,
     "throttles": 4,
-    "chunk_done": True,
+    "throttled": 4,
 }
 
 
@@ -39,13 +52,19 @@ async def test_log_lines_repeat_and_end_with_a_final_line(monkeypatch: pytest.Mo
     lines = out.getvalue().splitlines()
     assert len(lines) >= 2
     assert all(
-        "input done; batches 7 known, 5 sent, 3 final, 1 failed; rows accepted 1,500" in line
-        and "in flight 2/6, slow-downs (429/503) 4" in line
+        line.split("] ", 1)[1].startswith(
+            "input 40% of 100.0 MB; batches 3 final of 7 known (1 failed); rows 2,000 sent, "
+            "1,500 accepted ("
+        )
+        and "/s); in flight 2 (adaptive limit 6 of 8); throttled (429/503) 4; " in line
         for line in lines
     )
 
 
-async def test_bars_show_counts_and_route_log_records_through_the_console() -> None:
+async def test_bars_show_counts_and_route_log_records_through_the_console(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: nothing cut short
     out = io.StringIO()
     display = progress.progress_display("bar", out)
     assert display is not None
@@ -56,5 +75,77 @@ async def test_bars_show_counts_and_route_log_records_through_the_console() -> N
         await asyncio.sleep(0.01)
     assert root.handlers == before
     text = out.getvalue()
-    assert "5/7" in text and "3/7" in text
+    assert "input 40% of 100.0 MB" in text
+    assert "1,500/7,500 rows" in text  # 3,000 rows in 40% of the bytes: about 7,500 in all
+    assert "3/7 known batches" in text
+    assert "in flight 2 (adaptive limit 6 of 8)" in text
     assert "batch 000002 is stuck" in text
+
+
+def test_eta_from_the_measured_rate_and_the_input_share() -> None:
+    # 3,000 rows read in 40% of the bytes: 7,500 expected; 6,000 to go at 100 rows/s
+    assert progress.rows_total(SNAPSHOT) == 7500
+    assert progress.eta_s(SNAPSHOT, 100.0) == 60.0
+    assert progress.eta_s(SNAPSHOT, None) is None
+    done = {**SNAPSHOT, "chunk_done": True}
+    assert progress.rows_total(done) == 2500  # read to the end: the rows of its batches
+    assert progress.eta_s(done, 50.0) == 20.0
+    piped = {**SNAPSHOT, "input_bytes_total": None}
+    assert progress.rows_total(piped) is None  # standard input: no size, no estimate
+
+
+def test_log_line_after_everything_was_accepted() -> None:
+    s = {**SNAPSHOT, "chunk_done": True, "rows_sent": 2500, "rows_accepted": 2500}
+    line = progress._line(s, 12.0, 50.0)
+    assert line == (
+        "[   12.0s] input read; batches 3 final of 7 known (1 failed); rows 2,500 sent, "
+        "2,500 accepted (50/s); in flight 2 (adaptive limit 6 of 8); throttled (429/503) 4; "
+        "all accepted; 4 batches to complete"
+    )
+
+
+async def test_rate_is_measured_over_the_last_minute() -> None:
+    rate = progress._Rate()
+    assert rate.update(0.0, 0) is None
+    assert rate.update(10.0, 1000) == 100.0
+    assert rate.update(70.0, 1600) == 10.0  # the point at 0 s fell out of the window
+
+
+async def test_counters_of_a_real_run_add_up(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """Resends count once; throttled is 429 + 503 in the progress and the report alike."""
+    emu = await emulator_factory(
+        drop_rate=0.2,
+        error_rate=0.2,
+        max_inflight=2,
+        retry_after_s=0.0,
+        latency_ms=(20, 40),
+        seed=4,
+    )
+    rows = [[f"C{i}", "gold"] for i in range(300)]
+    src = write_csv(tmp_path / "in.csv", ["id", "tier"], rows)
+    seen: list[dict[str, Any]] = []
+
+    @contextlib.asynccontextmanager
+    async def display(snapshot: Callable[[], dict[str, Any]]) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            seen.append(snapshot())
+
+    settings = make_settings(emu, batch__max_rows=20, submit__concurrency=6)
+    outcome = await run_pipeline(
+        str(src), settings, tmp_path / "w", job_id="t", progress=display, install_signals=False
+    )
+    assert outcome.exit_code == 0
+    report, last = outcome.report, seen[-1]
+    stats = emu.stats()
+    assert stats["dropped"] > 0  # accepted, then resent: counted once below
+    assert stats["throttled"] > 0 and stats["errors_injected"] > 0
+    assert (last["rows_accepted"], last["rows_sent"], last["rows_known"]) == (300, 300, 300)
+    assert last["throttled"] == report["requests"]["throttled"]
+    assert last["throttled"] == stats["throttled"] + stats["errors_injected"]
+    assert (last["batches_final"], last["batches_known"]) == (15, 15)
+    assert last["input_bytes_total"] == src.stat().st_size == last["input_bytes_read"]
+    assert last["limit_max"] == 6

@@ -295,6 +295,10 @@ class Chunker:
         self.skip_through_seq = skip_through_seq
         self.stop = stop
         self.fsync = fsync
+        # Read by the progress display from another thread: plain ints, set once per block.
+        self.input_bytes_read: int | None = None
+        self.input_bytes_total: int | None = None
+        self.input_rows_read = 0
 
     def run(self) -> ChunkSummary:
         """Chunk the whole input; InputError/ConfigError before writing anything if unusable."""
@@ -315,6 +319,7 @@ class Chunker:
             _private_dir(self.out_dir / "batches")
             for stale in (self.out_dir / "batches").glob("*.tmp"):
                 stale.unlink()
+            self.input_bytes_total = src.size_bytes
             return self._stream(src, plan, head, row_limit)
 
     def _stream(self, src: Source, plan: ColumnPlan, head: bytes, row_limit: int) -> ChunkSummary:
@@ -350,6 +355,7 @@ class Chunker:
                     counts.update(r.reason for r in bad)
                 sink.add(datas, lines)
                 written += len(datas)
+                self.input_bytes_read, self.input_rows_read = src.bytes_read, read
             if not stopped:
                 sink.finish()
                 self._remove_stale(sink.seq)

@@ -73,6 +73,10 @@ class _Run:
         self.unsent: set[int] = set()  # batches not yet accepted or failed
         self.holding: set[int] = set()  # unsent batches holding a `waiting` permit
         self.known = 0  # batches in the journal
+        self.rows_known = 0  # rows in those batches
+        self.chunker: Chunker | None = None  # while this run chunks: its input position
+        # The report counts throttled requests over every run of the work dir; so does progress.
+        self.throttled_before = journal.counters().get("throttled", 0)
         self.chunk_done = asyncio.Event()
         self.changed = asyncio.Event()
         self.stop_requested = asyncio.Event()
@@ -111,6 +115,7 @@ class _Run:
             return
         self.journal.add_batch(batch)
         self.known += 1
+        self.rows_known += batch.rows
         self.send(SubmitJob(batch.seq, batch.path, batch.rows, batch.bytes), hold=True)
 
     # -- stage callbacks --------------------------------------------------------
@@ -179,6 +184,7 @@ class _Run:
             self.send(_job(record))
         else:
             self.journal.record_failed(seq, f"stuck after {record.submits} submits")
+            self.submitter.stats.batches_failed += 1
             self.final(seq)
 
     # -- resume -----------------------------------------------------------------
@@ -187,7 +193,12 @@ class _Run:
         """Put every unfinished batch of an earlier run back where it belongs."""
         for record in self.journal.batches():
             self.known += 1
+            self.rows_known += record.rows
             state = record.state
+            if state in (BatchState.ACCEPTED, BatchState.COMPLETE, BatchState.STUCK):
+                self.submitter.stats.mark_accepted(record.seq, record.rows, record.bytes)
+            elif state == BatchState.FAILED:
+                self.submitter.stats.batches_failed += 1
             if state in (BatchState.COMPLETE, BatchState.FAILED):
                 continue
             if state == BatchState.ACCEPTED and record.status_url:
@@ -414,6 +425,7 @@ async def _chunk(run: _Run, input_name: str, work_dir: Path) -> None:
         skip_through_seq=journal.max_seq(),
         stop=run.chunk_stop,
     )
+    run.chunker = chunker
     summary = await asyncio.to_thread(chunker.run)
     if run.chunk_stop.is_set():
         return
@@ -450,20 +462,29 @@ def _iso(epoch_s: float) -> str:
 
 
 def _snapshot(run: _Run) -> dict[str, Any]:
-    stats = run.submitter.stats
+    """What the progress display shows; each key means one thing (see ``progress``)."""
+    stats, limiter = run.submitter.stats, run.submitter.limiter
+    chunker = run.chunker
     return {
-        "rows_accepted": stats.rows_accepted,
+        "input_bytes_read": chunker.input_bytes_read if chunker else None,
+        "input_bytes_total": chunker.input_bytes_total if chunker else None,
+        "input_rows_read": chunker.input_rows_read if chunker else None,
+        "chunk_done": run.chunk_done.is_set(),
         "batches_known": run.known,
         "batches_final": run.known - len(run.open),
         "batches_sent": run.known - len(run.unsent),  # accepted or given up, resumed ones too
         "batches_failed": stats.batches_failed,
+        "rows_known": run.rows_known,
+        "rows_sent": stats.rows_sent,
+        "rows_accepted": stats.rows_accepted,
         "open": len(run.open),
         "unsent": len(run.unsent),
         "following": run.poller.following,
-        "limit": run.submitter.limiter.limit,
-        "in_flight": run.submitter.limiter.in_flight,
-        "throttles": run.submitter.limiter.throttles,
-        "chunk_done": run.chunk_done.is_set(),
+        "limit": limiter.limit,
+        "limit_max": limiter.max_limit,
+        "in_flight": limiter.in_flight,
+        "throttles": limiter.throttles,  # this run's 429 and 503 answers
+        "throttled": run.throttled_before + limiter.throttles,  # as report.json counts them
         "waiting": run.pacer.waiting,
         "backlog_rows": run.pacer.backlog_rows,
     }

@@ -2,7 +2,16 @@
 
 The pipeline hands over a ``snapshot()`` function; this module only reads it
 on a timer, so display never slows a stage down. CI logs get one line every
-``LOG_EVERY_S`` seconds instead of bars that redraw.
+``LOG_EVERY_S`` seconds instead of bars that redraw. Each figure means one thing:
+
+- input: share of the input file's bytes read while chunking (bytes read for a pipe);
+- batches: final (complete, failed, or stuck for good) of those known so far, failed ones;
+- rows sent: rows of batches whose body reached the server, once however often resent;
+- rows accepted: rows of batches the server accepted, once however often resent, and
+  their rate over the last minute, which gives the ETA (until every row is accepted);
+- in flight: submits on the wire under the adaptive limit, which throttling lowers
+  and success raises up to ``--concurrency``;
+- throttled: HTTP 429 and 503 answers, counted as ``requests.throttled`` in the report.
 """
 
 from __future__ import annotations
@@ -12,20 +21,16 @@ import contextlib
 import logging
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.filesize import decimal
 from rich.logging import RichHandler
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-__all__ = ["LOG_EVERY_S", "every", "progress_display"]
+__all__ = ["LOG_EVERY_S", "eta_s", "every", "progress_display", "rows_total"]
 
 Snapshot = Callable[[], dict[str, Any]]
 LOG_EVERY_S = 10.0
@@ -45,16 +50,83 @@ def progress_display(
     return lambda snap: _log_lines(snap, stream)
 
 
-def _line(s: dict[str, Any], elapsed: float) -> str:
-    rate = s["rows_accepted"] / elapsed if elapsed > 0 else 0.0
-    chunking = "done" if s["chunk_done"] else "reading"
-    return (
-        f"[{elapsed:7.1f}s] input {chunking}; batches {s['batches_known']} known, "
-        f"{s['batches_sent']} sent, {s['batches_final']} final, "
-        f"{s['batches_failed']} failed; rows accepted {s['rows_accepted']:,} "
-        f"({rate:,.0f}/s); in flight {s['in_flight']}/{s['limit']}, "
-        f"slow-downs (429/503) {s['throttles']}"
-    ) + (f"; {s['waiting']}" if s.get("waiting") else "")
+RATE_WINDOW_S = 60.0  # the rate behind the ETA: rows accepted over the last minute
+
+
+class _Rate:
+    """Rows accepted per second, measured over the last ``RATE_WINDOW_S``."""
+
+    def __init__(self) -> None:
+        self._points: deque[tuple[float, int]] = deque()
+
+    def update(self, now: float, rows: int) -> float | None:
+        points = self._points
+        points.append((now, rows))
+        while len(points) > 2 and now - points[1][0] >= RATE_WINDOW_S:
+            points.popleft()
+        (t0, r0), (t1, r1) = points[0], points[-1]
+        return (r1 - r0) / (t1 - t0) if t1 > t0 else None
+
+
+def rows_total(s: dict[str, Any]) -> int | None:
+    """All rows to send: known once the input is read, estimated from its bytes before."""
+    if s["chunk_done"]:
+        return int(s["rows_known"])
+    read, total, rows = (
+        s.get("input_bytes_read"),
+        s.get("input_bytes_total"),
+        s.get("input_rows_read"),
+    )
+    if read and total and rows:
+        return max(int(rows * total // read), int(s["rows_known"]))
+    return None
+
+
+def eta_s(s: dict[str, Any], rate: float | None) -> float | None:
+    """Seconds until every row is accepted, at the measured rate (None: not known yet)."""
+    total = rows_total(s)
+    if total is None or not rate or rate <= 0:
+        return None
+    return max(0, total - int(s["rows_accepted"])) / rate
+
+
+def _input(s: dict[str, Any]) -> str:
+    read, total = s.get("input_bytes_read"), s.get("input_bytes_total")
+    if s["chunk_done"]:
+        return "input read"
+    if read is not None and total:
+        return f"input {100 * read / total:.0f}% of {decimal(total)}"
+    if read is not None:
+        return f"input {decimal(read)} read"
+    return "input reading"
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{s}s"
+
+
+def _in_flight(s: dict[str, Any]) -> str:
+    return f"in flight {s['in_flight']} (adaptive limit {s['limit']} of {s['limit_max']})"
+
+
+def _eta_text(s: dict[str, Any], rate: float | None) -> str:
+    eta = eta_s(s, rate)
+    if s["chunk_done"] and s["rows_accepted"] >= s["rows_known"]:
+        waiting = int(s["batches_known"]) - int(s["batches_final"])
+        return f"all accepted; {waiting} batches to complete" if waiting else "all final"
+    return f"ETA {_duration(eta)} to all accepted" if eta is not None else "ETA not known yet"
+
+
+def _line(s: dict[str, Any], elapsed: float, rate: float | None) -> str:
+    text = (
+        f"[{elapsed:7.1f}s] {_input(s)}; batches {s['batches_final']} final of "
+        f"{s['batches_known']} known ({s['batches_failed']} failed); rows {s['rows_sent']:,} "
+        f"sent, {s['rows_accepted']:,} accepted ({rate or 0:,.0f}/s); {_in_flight(s)}; "
+        f"throttled (429/503) {s['throttled']}; {_eta_text(s, rate)}"
+    )
+    return text + (f"; {s['waiting']}" if s.get("waiting") else "")
 
 
 @contextlib.asynccontextmanager
@@ -83,8 +155,13 @@ every = _every  # other displays (verify) tick the same way
 async def _log_lines(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
     started = time.monotonic()
 
+    rate = _Rate()
+
     def show() -> None:
-        print(_line(snapshot(), time.monotonic() - started), file=stream, flush=True)
+        s, now = snapshot(), time.monotonic()
+        print(
+            _line(s, now - started, rate.update(now, s["rows_accepted"])), file=stream, flush=True
+        )
 
     async with _every(LOG_EVERY_S, show):
         yield
@@ -93,32 +170,43 @@ async def _log_lines(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
     bars = Progress(
-        TextColumn("{task.description:<10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
+        TextColumn("{task.description:<9}"),
+        BarColumn(bar_width=20),
+        TextColumn("{task.fields[count]}"),
         TextColumn("{task.fields[extra]}"),
         TimeElapsedColumn(),
         console=Console(file=stream),
         transient=False,
     )
-    sent = bars.add_task("sent", total=None, extra="")
-    final = bars.add_task("final", total=None, extra="")
+    read = bars.add_task("input", total=None, count="", extra="")
+    accepted = bars.add_task("accepted", total=None, count="", extra="")
+    final = bars.add_task("final", total=None, count="", extra="")
+    rate = _Rate()
 
     def refresh() -> None:
         s = snapshot()
-        known = s["batches_known"] if s["chunk_done"] else None
+        now_rate = rate.update(time.monotonic(), s["rows_accepted"])
+        size, done = s.get("input_bytes_total"), s["chunk_done"]
+        got = size if done and size else (s.get("input_bytes_read") or 0)
+        bars.update(read, completed=got, total=size or None, count=_input(s), extra="")
+        total = rows_total(s)
         bars.update(
-            sent,
-            completed=s["batches_sent"],
-            total=known,
+            accepted,
+            completed=s["rows_accepted"],
+            total=total,
+            count=f"{s['rows_accepted']:,}/{total:,} rows"
+            if total
+            else f"{s['rows_accepted']:,} rows",
             extra=s.get("waiting")
-            or f"rows {s['rows_accepted']:,}  in flight {s['in_flight']}/{s['limit']}",
+            or f"{s['rows_sent']:,} sent, {now_rate or 0:,.0f}/s; {_eta_text(s, now_rate)}",
         )
         bars.update(
             final,
             completed=s["batches_final"],
-            total=known,
-            extra=f"slow-downs (429/503) {s['throttles']}",
+            total=s["batches_known"] or None,
+            count=f"{s['batches_final']}/{s['batches_known']} known batches",
+            extra=f"{s['batches_failed']} failed; {_in_flight(s)}; "
+            f"throttled (429/503) {s['throttled']}",
         )
 
     # Log lines (retries, stuck batches) must go through the live console, or

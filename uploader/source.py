@@ -21,6 +21,8 @@ import codecs
 import csv
 import gzip
 import io
+import os
+import stat
 import sys
 import zlib
 from collections.abc import Iterator, Mapping
@@ -73,6 +75,18 @@ class RecordBlock:
         return text
 
 
+def _regular_size(binary: IO[bytes]) -> int | None:
+    """The size of a regular file or URL object (None for a pipe: not known in advance)."""
+    size = getattr(getattr(binary, "raw", None), "size", None)  # fsspec files know theirs
+    if isinstance(size, int):
+        return size
+    try:
+        st = os.fstat(binary.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
 def _text_encoding(encoding: str) -> str:
     """Use utf-8-sig for UTF-8 so a leading BOM is skipped (it is a no-op otherwise)."""
     return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
@@ -97,6 +111,7 @@ class CsvSource:
     ) -> None:
         self.label = "<stdin>" if str(path) == "-" else str(path)
         self._binary: IO[bytes] | None = None
+        self.size_bytes: int | None = None  # of a regular file, for progress
         self._text = self._open(str(path), encoding, stdin, storage_options)
         try:
             # The reader and ``_raw`` share the physical lines (C-level tee): the
@@ -131,6 +146,7 @@ class CsvSource:
             else:
                 binary = open(path, "rb")  # noqa: SIM115 - closed in close()
             self._binary = binary  # GzipFile does not close the file it wraps
+            self.size_bytes = _regular_size(binary)
             stream: Any = binary
             if binary.peek(2)[:2] == b"\x1f\x8b":  # gzip magic: .gz or not, stdin too
                 stream = gzip.GzipFile(fileobj=binary, mode="rb")
@@ -197,6 +213,14 @@ class CsvSource:
                 break  # the reader ran dry: end of input
         if block.rows or block.malformed:
             yield self._with_raw(block)
+
+    @property
+    def bytes_read(self) -> int | None:
+        """How far into the input's bytes (compressed, for gzip) reading has got, if known."""
+        try:
+            return self._binary.tell() if self._binary is not None else None
+        except (OSError, ValueError):  # a pipe, or closed
+            return None
 
     def _with_raw(self, block: RecordBlock) -> RecordBlock:
         """Attach the physical lines read since the last block."""

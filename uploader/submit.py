@@ -24,7 +24,6 @@ from uploader.errors import (
     AuthError,
     NotFoundError,
     OutcomeUnknownError,
-    ThrottledError,
     TransportError,
     UploaderError,
 )
@@ -50,13 +49,34 @@ class SubmitJob:
 
 @dataclass
 class SubmitStats:
-    """Live figures for progress display and the benchmark (the journal has the truth)."""
+    """Live figures for progress display and the benchmark (the journal has the truth).
+
+    Rows are counted once per batch however often it is sent (resends after a
+    dropped connection or a stuck batch): ``rows_sent`` are the rows of batches
+    whose body reached a server, ``rows_accepted`` those of batches the server
+    accepted. The pipeline seeds both with the batches of an earlier run.
+    """
 
     rows_accepted: int = 0
     bytes_accepted: int = 0
-    batches_accepted: int = 0
+    rows_sent: int = 0
+    batches_accepted: int = 0  # accept answers, resends included
     batches_failed: int = 0
     latencies_s: list[float] = field(default_factory=list)
+    sent_seqs: set[int] = field(default_factory=set)
+    accepted_seqs: set[int] = field(default_factory=set)
+
+    def mark_sent(self, seq: int, rows: int) -> None:
+        if seq not in self.sent_seqs:
+            self.sent_seqs.add(seq)
+            self.rows_sent += rows
+
+    def mark_accepted(self, seq: int, rows: int, size_bytes: int) -> None:
+        self.mark_sent(seq, rows)
+        if seq not in self.accepted_seqs:
+            self.accepted_seqs.add(seq)
+            self.rows_accepted += rows
+            self.bytes_accepted += size_bytes
 
 
 class Submitter:
@@ -189,8 +209,7 @@ class Submitter:
             return
         journal.record_accepted(job.seq, result.batch_id, result.status_url)
         log.info("batch %06d accepted as %s (%d rows)", job.seq, result.batch_id, job.rows)
-        self.stats.rows_accepted += job.rows
-        self.stats.bytes_accepted += job.bytes
+        self.stats.mark_accepted(job.seq, job.rows, job.bytes)
         self.stats.batches_accepted += 1
         self._on_accepted(job.seq, result.status_url)
 
@@ -203,13 +222,13 @@ class Submitter:
             self._count_sent(job)  # the request reached the server
         if unknown:
             self._journal.bump("outcome_unknown")
-        if isinstance(exc, ThrottledError):
+        if self.limiter.observe(exc):  # 429, and 503: both ask the whole pool to slow down
             self._journal.bump("throttled")
-        if self.limiter.observe(exc):
             slot.throttled()
 
     def _count_sent(self, job: SubmitJob) -> None:
         """A submit request (and its body) that reached the server."""
+        self.stats.mark_sent(job.seq, job.rows)
         with self._journal.transaction():
             self._journal.bump("submits")
             self._journal.bump("bytes_sent", job.bytes)
