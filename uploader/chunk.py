@@ -319,7 +319,8 @@ class Chunker:
             _private_dir(self.out_dir / "batches")
             for stale in (self.out_dir / "batches").glob("*.tmp"):
                 stale.unlink()
-            self.input_bytes_total = src.size_bytes
+            # Sources that know where they are in their bytes (CSV) say so, for progress.
+            self.input_bytes_total = getattr(src, "size_bytes", None)
             return self._stream(src, plan, head, row_limit)
 
     def _stream(self, src: Source, plan: ColumnPlan, head: bytes, row_limit: int) -> ChunkSummary:
@@ -355,7 +356,8 @@ class Chunker:
                     counts.update(r.reason for r in bad)
                 sink.add(datas, lines)
                 written += len(datas)
-                self.input_bytes_read, self.input_rows_read = src.bytes_read, read
+                self.input_bytes_read = getattr(src, "bytes_read", None)
+                self.input_rows_read = read
             if not stopped:
                 sink.finish()
                 self._remove_stale(sink.seq)
