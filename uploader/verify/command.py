@@ -41,7 +41,7 @@ __all__ = ["VerifyOptions", "VerifyOutcome", "add_arguments", "main", "run_verif
 DEFAULT_SAMPLE = 1000
 DEFAULT_RATE = 50.0
 DEFAULT_SETTLE_S = 3600.0
-_INPUT_KEYS = ("id_column", "id_type", "delimiter", "encoding", "columns", "rename")
+_INPUT_KEYS = ("id_column", "id_type", "delimiter", "encoding", "format", "columns", "rename")
 
 
 class VerifyInterrupted(UploaderError):

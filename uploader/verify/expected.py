@@ -1,12 +1,13 @@
 """Which rows of a run ended successful, and what they should have left in Target.
 
-Reads the job's own input again (the export, or the copy of standard input
-kept in the work dir) the way the chunker read it: the same CSV reader, the
-same column plan, the same validation, and ``rejects.csv`` for the rows the
-encoder refused. Each remaining row is placed in its batch by its input line
-(batches record the lines they hold), and a row counts when its batch ended
-``complete`` and the server did not list its id as failed. A run of
-``uploader submit`` has no input but its batch files: those are read instead.
+Reads the job's own input again (the export, a local file or an object store
+URL in any format the run reads, or the copy of standard input kept in the
+work dir) the way the chunker read it: the same source, the same column plan,
+the same validation, and ``rejects.csv`` for the rows the encoder refused.
+Each remaining row is placed in its batch by its input line (batches record
+the lines they hold), and a row counts when its batch ended ``complete`` and
+the server did not list its id as failed. A run of ``uploader submit`` has
+no input but its batch files: those are read instead.
 
 The result streams into ``VerifyStore.add_rows`` a block at a time, in input
 order, so memory does not grow with the export.
@@ -27,7 +28,7 @@ from uploader.encode import check_rows, plan_columns
 from uploader.errors import InputError
 from uploader.journal import BatchRecord
 from uploader.settings import InputSettings
-from uploader.source import CsvSource
+from uploader.sources import is_url, object_identity, open_source
 from uploader.states import BatchState
 
 __all__ = ["Layout", "SentRows", "row_values", "sent_rows"]
@@ -71,7 +72,7 @@ class SentRows:
         self, path: str, settings: InputSettings, rejected_lines: set[int]
     ) -> tuple[Layout, Iterator[list[Row]]]:
         """Read the export; InputError when it no longer matches the run's batches."""
-        src = CsvSource(path, delimiter=settings.delimiter, encoding=settings.encoding)
+        src = open_source(path, settings)
         try:
             plan = plan_columns(src.header, settings, f"{src.label}:{src.header_line}")
         except BaseException:
@@ -155,13 +156,20 @@ def rejected_lines(path: Path, encoding: str) -> set[int]:
         return {int(row[0]) for row in reader if row and row[0].isdigit()}
 
 
-def _check_identity(path: Path, recorded: Mapping[str, Any]) -> None:
-    """The size and first MiB the run recorded must match (as a resumed run checks)."""
+def _check_identity(path: str, recorded: Mapping[str, Any], settings: InputSettings) -> None:
+    """The input must be the one the run read, checked the way a resumed run checks it."""
+    if is_url(path):
+        if (
+            "object" in recorded
+            and object_identity(path, settings.storage_options) != recorded["object"]
+        ):
+            raise InputError(f"{path}: the object changed since the run read it")
+        return
     if "size" not in recorded or "head_sha256" not in recorded:
         return  # a spooled copy of stdin: the batch counts are checked while reading
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         head = hashlib.sha256(fh.read(1 << 20)).hexdigest()
-    if path.stat().st_size != recorded["size"] or head != recorded["head_sha256"]:
+    if Path(path).stat().st_size != recorded["size"] or head != recorded["head_sha256"]:
         raise InputError(
             f"{path}: not the input the run read (its size or first bytes differ); "
             "pass the run's input with --input PATH"
@@ -183,7 +191,7 @@ def sent_rows(
     if "files" in recorded:
         layout, blocks = source.from_batch_files(settings.rename)
         return layout, blocks, "batch files"
-    path = input_path or recorded.get("path")
+    path = input_path or recorded.get("path") or recorded.get("url")
     if path in (None, "-"):
         spool = work_dir / "input.csv"  # the copy of standard input, when the run kept one
         if spool.exists():
@@ -191,9 +199,9 @@ def sent_rows(
         else:
             layout, blocks = source.from_batch_files(settings.rename)
             return layout, blocks, "batch files (the input was standard input)"
-    if not Path(path).is_file():
+    if not is_url(path) and not Path(path).is_file():
         raise InputError(f"{path}: the run's input is gone; pass its new place with --input PATH")
-    _check_identity(Path(path), recorded)
+    _check_identity(path, recorded, settings)
     encoding = settings.encoding
     layout, blocks = source.from_input(
         path, settings, rejected_lines(work_dir / "rejects.csv", encoding)
