@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import signal
 import sqlite3
 import sys
@@ -275,3 +276,27 @@ async def test_a_changed_input_is_refused(
     moved.write_text(moved.read_text().replace("gold", "GOLD"))
     with pytest.raises(InputError, match="not the input the run read"):
         await _verify(work, mode="all", input_path=str(moved), fresh=True)
+
+
+async def test_json_lines_input_and_a_lost_row(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(lose_rate=0.2, seed=2)
+    src = tmp_path / "export.jsonl"
+    records = [{"id": f"J{i}", "tier": f"t{i % 4}", "ltv": 10 + i} for i in range(40)]
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    work = tmp_path / "w"
+    await run(emu, src, work)
+    stored = stored_profiles(emu, [r["id"] for r in records])
+    lost = {r["id"] for r in records if r["id"] not in stored}
+    assert lost
+
+    result, _ = await _verify(work, mode="all")
+    assert result.exit_code == 1
+    assert result.section["missing_profile"] == len(lost)
+    assert result.section["exact"] == 40 - len(lost)
+    failed = _csv(work / "verify-failed.csv")
+    assert [r["id"] for r in failed] == sorted(lost)
+    assert {r["id"]: (r["tier"], r["ltv"]) for r in failed} == {
+        r["id"]: (r["tier"], str(r["ltv"])) for r in records if r["id"] in lost
+    }
