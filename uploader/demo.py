@@ -2,8 +2,9 @@
 
 Generates a realistic CRM export (``gen.py``), serves the built-in emulator
 in-process on a free loopback port, runs the real pipeline against it, then
-fetches every profile back through the emulator's profile HTTP API and
-compares it value for value with the export read again by ``csv``. A few
+runs ``uploader verify --all`` on the run: every profile is fetched back
+through the emulator's profile HTTP API and compared value for value with the
+export read again (the one way to check a load, see ``verify/``). A few
 deliberately invalid rows must come back in ``rejects.csv`` at exactly the
 lines the generator put them on. Exit 0 only when everything matches.
 
@@ -16,19 +17,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import itertools
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from uploader.client import TargetClient
 from uploader.emulator import Emulator, EmulatorConfig
-from uploader.errors import ConfigError, UploaderError
+from uploader.errors import ConfigError
 from uploader.gen import GenInfo, generate_export
 from uploader.settings import Settings, load_settings
+from uploader.verify import VerifyOptions, run_verify
 
 __all__ = [
     "DemoOptions",
@@ -49,14 +51,13 @@ TARGET_BATCHES = 25  # enough batches to show concurrency, small enough to read 
 # enough of them overlapping that the in-flight limit is hit and throttling shows.
 FAULT_BATCHES = 100
 INVALID_ROWS = 6  # deliberately invalid records spread through the export
-FETCH_CONCURRENCY = 32
+FETCH_CONCURRENCY = 32  # `uploader verify --concurrency`: the emulator is local, no rate cap
 SEED = 7
 MARKER = ".uploader-demo"  # says "this directory is the demo's; safe to overwrite"
 EXPORT_NAME = "crm-export.csv"
 RUN_DIR = "run"
 _SHOW_LINES = 10  # reject line numbers printed in the verification line
 _SHOW_MISMATCHES = 5
-_FETCH_LOG_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -217,93 +218,34 @@ def prepare_out_dir(out: Path) -> None:
     (out / MARKER).write_text("written by `uploader demo`; safe to delete\n")
 
 
-def expected_profiles(
-    export: Path, skip_lines: Mapping[int, object]
-) -> Iterator[tuple[int, str, dict[str, str]]]:
-    """(first line, id, attributes) of every valid record, re-read with ``csv``.
-
-    Empty values never clear a stored value (SPEC section 1), and the demo
-    sends each id once, so an empty CRM value means the attribute is absent.
-    """
-    with export.open(newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
-        names = header[1:]
-        line = reader.line_num + 1
-        for row in reader:
-            first, line = line, reader.line_num + 1
-            if first in skip_lines:
-                continue
-            attrs = {name: value for name, value in zip(names, row[1:], strict=False) if value}
-            yield first, row[0], attrs
+def verification_from(section: Mapping[str, Any], stray_profiles: int) -> Verification:
+    """The demo's verdict from the ``verify`` section of report.json."""
+    not_ok = (
+        section["wrong"]
+        + section["missing_profile"]
+        + section["not_yet_applied"]
+        + section["fetch_errors"]
+        + section["unchecked"]
+    )
+    return Verification(
+        expected=section["picked"],
+        matched=section["exact"],
+        mismatched=not_ok,
+        stray_profiles=stray_profiles,
+    )
 
 
-def _differences(expected: dict[str, str], profile: dict[str, Any] | None) -> str | None:
-    if profile is None:
-        return "no profile (HTTP 404)"
-    stored = profile.get("profileAttributes") or {}
-    got = {name: attr.get("value") for name, attr in stored.items()}
-    if got == expected:
-        return None
-    for name in sorted(set(expected) | set(got)):
-        if expected.get(name) != got.get(name):
-            return f"{name} expected {expected.get(name)!r}, got {got.get(name)!r}"
-    return "attributes differ"  # pragma: no cover - the loop above always finds one
-
-
-async def verify_profiles(
-    client: TargetClient,
-    expected: Iterator[tuple[int, str, dict[str, str]]],
-    *,
-    total: int,
-    progress: TextIO | None = None,
-) -> Verification:
-    """Fetch every expected profile over HTTP (bounded concurrency) and compare.
-
-    With ``progress``, a line every few seconds says how far the fetch is.
-    """
-    result = Verification()
-    queue: asyncio.Queue[tuple[int, str, dict[str, str]] | None] = asyncio.Queue(1000)
-
-    async def worker() -> None:
-        while (item := await queue.get()) is not None:
-            line, pid, attrs = item
-            try:
-                problem = _differences(attrs, await client.fetch_profile(pid))
-            except UploaderError as exc:
-                problem = f"fetch failed: {exc}"
-            if problem is None:
-                result.matched += 1
-            else:
-                result.mismatched += 1
-                if len(result.mismatches) < _SHOW_MISMATCHES:
-                    result.mismatches.append(f"line {line} id {pid}: {problem}")
-
-    async def report_progress(stream: TextIO) -> None:
-        started = time.monotonic()
-        while True:
-            await asyncio.sleep(_FETCH_LOG_EVERY_S)
-            done = result.matched + result.mismatched
-            print(
-                f"[{time.monotonic() - started:7.1f}s] fetched {done:,} of {total:,} profiles",
-                file=stream,
-                flush=True,
-            )
-
-    workers = [asyncio.create_task(worker()) for _ in range(FETCH_CONCURRENCY)]
-    if progress is not None:
-        workers.append(asyncio.create_task(report_progress(progress)))
-    try:
-        for item in expected:
-            result.expected += 1
-            await queue.put(item)
-        for _ in range(FETCH_CONCURRENCY):
-            await queue.put(None)
-        await asyncio.gather(*workers[:FETCH_CONCURRENCY])
-    finally:
-        for task in workers:
-            task.cancel()
-    return result
+def first_mismatches(path: Path, limit: int = _SHOW_MISMATCHES) -> list[str]:
+    """The first lines of verify.csv, human readable (none when it does not exist)."""
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(itertools.islice(csv.DictReader(fh), limit))
+    return [
+        f"id {r['id']}: {r['attribute']} expected {r['expected']!r}, found {r['found']!r} "
+        f"({r['outcome']})"
+        for r in rows
+    ]
 
 
 def read_rejects(path: Path) -> dict[int, str]:
@@ -389,19 +331,24 @@ async def run_demo(opts: DemoOptions, out: TextIO) -> int:
         say(f"stats:     emulator {_emulator_stats(emu.stats())}")
         await emu.wait_applied(timeout=60.0)
         say(
-            f"fetching:  {gen.valid_rows:,} profiles back through "
-            f"{emu.base_url}/rest/v1/profiles/thirdPartyId/ID"
+            f"verify:    uploader verify {work_dir} --all --concurrency {FETCH_CONCURRENCY} "
+            "--rate 0 --settle 0"
         )
-        async with TargetClient(
-            settings.target, connections=FETCH_CONCURRENCY, timeout_s=30.0
-        ) as client:
-            check = await verify_profiles(
-                client,
-                expected_profiles(export, gen.rejects),
-                total=gen.valid_rows,
-                progress=None if opts.progress == "none" else sys.stderr,
-            )
-        check.stray_profiles = max(0, len(emu.store) - check.matched - check.mismatched)
+        checked = await run_verify(
+            VerifyOptions(
+                work_dir=work_dir,
+                mode="all",
+                concurrency=FETCH_CONCURRENCY,
+                rows_per_s=0.0,
+                settle_s=0.0,
+                progress=opts.progress,
+            ),
+            environ={},  # as for the run: a real token is never sent to the demo server
+            out=out,
+        )
+        section = checked.section
+        check = verification_from(section, max(0, len(emu.store) - section["checked"]))
+        check.mismatches = first_mismatches(work_dir / "verify.csv")
     rejected = read_rejects(work_dir / "rejects.csv")
     expected_rejects = {line: reason.value for line, reason in gen.rejects.items()}
     rejects_ok = rejected == expected_rejects and report["rows"]["rejected"] == len(gen.rejects)

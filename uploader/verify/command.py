@@ -228,6 +228,7 @@ def _prepare(
         input_path=opts.input_path,
     )
     seed = int(selection.get("seed", 0))
+    started = time.monotonic()
     for block in blocks:
         store.add_rows(seed, block)
     empty = store.drop_empty()
@@ -246,6 +247,7 @@ def _prepare(
         "source": source,
         "nothing_to_check": empty,
         "not_in_load": not_in_load,
+        "build_s": round(time.monotonic() - started, 3),
     }
     journal.set_meta("verify", meta)
     return meta
@@ -356,6 +358,7 @@ def _finish(
     )
     section["nothing_to_check"] = meta.get("nothing_to_check", 0)
     section["not_in_load"] = meta.get("not_in_load", 0)
+    section["expected_build_s"] = meta.get("build_s")  # folding the input, when it was done
     section["batches_not_final"] = sum(1 for b in journal.batches() if not b.is_final)
     section["batches_complete"] = len(journal.batches(BatchState.COMPLETE))
     if fatal is not None:

@@ -16,13 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from uploader.client import TargetClient
-from uploader.errors import AuthError, NotFoundError, TransportError, UploaderError
+from uploader.errors import (
+    AuthError,
+    NotFoundError,
+    RetryableError,
+    ThrottledError,
+    TransportError,
+    UploaderError,
+)
 from uploader.retry import AdaptiveLimiter, Sleep, retry_policy
 from uploader.settings import SubmitSettings
 from uploader.verify.compare import CheckOutcome, Mismatch, classify, compare
@@ -156,21 +164,46 @@ class Checker:
         self.stats.outcomes[outcome.value] += 1
 
     async def _fetch(self, pid: str) -> dict[str, object] | None:
+        """One profile, retried by the submit path's policy.
+
+        The first try goes without tenacity: building and driving a retry
+        controller costs about as much as a fetch from a nearby server, and
+        almost every fetch succeeds at once. Only a retryable failure enters
+        the policy, for the attempts that are left.
+        """
+        try:
+            return await self._attempt(pid)
+        except RetryableError as exc:
+            if self._submit.max_attempts <= 1:
+                raise
+            first_wait_s = self._first_backoff_s(exc)
         retrying = retry_policy(
-            max_attempts=self._submit.max_attempts,
+            max_attempts=self._submit.max_attempts - 1,
             initial_s=self._submit.backoff_initial_s,
             max_s=self._submit.backoff_max_s,
             sleep=self._sleep,
         )
+        await (self._sleep or asyncio.sleep)(first_wait_s)
         async for attempt in retrying:
             with attempt:
-                async with self.limiter.slot() as slot:
-                    try:
-                        profile = await self._client.fetch_profile(pid, id_type=self._id_type)
-                    except UploaderError as exc:
-                        if self.limiter.observe(exc):
-                            slot.throttled()
-                        raise
-                    slot.succeeded()
-                    return profile
+                return await self._attempt(pid)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _first_backoff_s(self, exc: RetryableError) -> float:
+        """The policy's first wait: full jitter, with ``Retry-After`` as a floor (``Backoff``)."""
+        cap = self._submit.backoff_max_s
+        draw = random.uniform(0.0, min(self._submit.backoff_initial_s, cap))
+        if isinstance(exc, ThrottledError) and exc.retry_after is not None:
+            return max(draw, min(exc.retry_after, cap))
+        return draw
+
+    async def _attempt(self, pid: str) -> dict[str, object] | None:
+        async with self.limiter.slot() as slot:
+            try:
+                profile = await self._client.fetch_profile(pid, id_type=self._id_type)
+            except UploaderError as exc:
+                if self.limiter.observe(exc):
+                    slot.throttled()
+                raise
+            slot.succeeded()
+            return profile
