@@ -25,7 +25,7 @@ from benchmarks.common import RESULTS_DIR, Figure, run_module
 from uploader.bench import machine_info
 
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
-ORDER = ("split", "submit", "curl", "wire", "memory", "overnight")
+ORDER = ("split", "submit", "curl", "wire", "memory", "overnight", "verify")
 
 
 def _argv(name: str, quick: bool, full: bool) -> list[str]:

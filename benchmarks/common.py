@@ -224,6 +224,7 @@ class EmulatorProcess:
         max_inflight: int | None = None,
         apply_rate: float = 1_000_000.0,
         retry_after_s: float = 1.0,
+        fetch_latency_ms: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         self.args = [
             sys.executable,
@@ -238,6 +239,8 @@ class EmulatorProcess:
             f"{apply_rate:g}",
             "--retry-after",
             f"{retry_after_s:g}",
+            "--fetch-latency-ms",
+            f"{fetch_latency_ms[0]:g}-{fetch_latency_ms[1]:g}",
         ]
         if max_inflight is not None:
             self.args += ["--max-inflight", str(max_inflight)]

@@ -22,6 +22,8 @@ from uploader.errors import AuthError, InputError
 from uploader.settings import TargetSettings
 from uploader.verify import VerifyOptions, VerifyOutcome, run_verify
 from uploader.verify.compare import Mismatch, compare, landed_estimate
+from uploader.verify.display import line
+from uploader.verify.fetch import CheckStats
 from uploader.verify.store import FLUSH_ROWS
 
 HEADER = ["custId", "tier", "ltv", "note"]
@@ -302,3 +304,12 @@ async def test_json_lines_input_and_a_lost_row(
     assert {r["id"]: (r["tier"], r["ltv"]) for r in failed} == {
         r["id"]: (r["tier"], str(r["ltv"])) for r in records if r["id"] in lost
     }
+
+
+def test_progress_line_gives_an_eta() -> None:
+    stats = CheckStats(total=1000, done=250)
+    stats.started -= 10.0
+    stats.outcomes.update({"exact": 240, "wrong": 6, "missing": 4})
+    text = line(stats)
+    assert "verified 250 of 1,000 profiles (25/s, ETA 30 s)" in text
+    assert text.endswith("exact 240, not landed 10, errors 0")

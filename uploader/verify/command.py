@@ -354,6 +354,7 @@ def _finish(
         },
         elapsed_s=time.monotonic() - started,
         fetched=checker.stats.done,
+        fetch_s=checker.stats.fetch_s,
         source=str(meta.get("source")),
     )
     section["nothing_to_check"] = meta.get("nothing_to_check", 0)

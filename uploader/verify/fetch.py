@@ -67,6 +67,7 @@ class CheckStats:
     done: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
+    fetch_s: float = 0.0  # time spent fetching, once the run is over
 
 
 class Checker:
@@ -111,6 +112,7 @@ class Checker:
 
     async def run(self, work: Iterator[Expected]) -> None:
         """Check every id ``work`` yields, or until stopped."""
+        self.stats.started = time.monotonic()
         queue: asyncio.Queue[Expected | None] = asyncio.Queue(4 * self._concurrency)
         workers = [
             asyncio.create_task(self._worker(queue), name=f"verify-{i}")
@@ -129,6 +131,7 @@ class Checker:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*workers, return_exceptions=True)
+            self.stats.fetch_s = time.monotonic() - self.stats.started
 
     async def _worker(self, queue: asyncio.Queue[Expected | None]) -> None:
         while (item := await queue.get()) is not None:

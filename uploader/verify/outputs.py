@@ -101,6 +101,7 @@ def build_section(
     outputs: Mapping[str, str | None],
     elapsed_s: float,
     fetched: int,
+    fetch_s: float,
     source: str,
 ) -> dict[str, Any]:
     """The ``verify`` section of report.json."""
@@ -135,7 +136,8 @@ def build_section(
         "outputs": dict(outputs),
         "elapsed_s": round(elapsed_s, 3),
         "fetched": fetched,  # profiles checked by this process (a rerun counts its own)
-        "profiles_per_s": round(fetched / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+        "fetch_s": round(fetch_s, 3),
+        "profiles_per_s": round(fetched / fetch_s, 1) if fetch_s > 0 else 0.0,
         "finished_at": _iso(datetime.now(UTC).timestamp()),
     }
 
