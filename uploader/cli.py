@@ -21,6 +21,7 @@ from typing import Any, NoReturn, TypeVar
 
 from uploader import __version__
 from uploader.errors import ConfigError, UploaderError
+from uploader.logs import configure_logging, json_line
 from uploader.settings import Settings, load_settings
 
 __all__ = ["build_parser", "main"]
@@ -57,6 +58,9 @@ _RUN_FLAGS = {
     "junit": "run.junit",
     "progress": "run.progress",
     "loop": "run.loop",
+    "log_format": "run.log_format",
+    "metrics_port": "run.metrics_port",
+    "metrics_textfile": "run.metrics_textfile",
 }
 _PACING_FLAGS = {
     "max_rows_per_s": "pacing.max_rows_per_s",
@@ -188,6 +192,26 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_observability(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("logs and metrics")
+    g.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="log lines as text, or one JSON object per line (default: text)",
+    )
+    g.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve Prometheus /metrics on 127.0.0.1:N during the run (default: off)",
+    )
+    g.add_argument(
+        "--metrics-textfile",
+        metavar="PATH",
+        help="rewrite Prometheus metrics to PATH every few seconds (default: off)",
+    )
+
+
 def _add_pacing(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pacing (each off unless given)")
     g.add_argument(
@@ -251,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input(run)
     _add_run(run)
     _add_pacing(run)
+    _add_observability(run)
 
     split = sub.add_parser(
         "split",
@@ -270,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(submit)
     _add_run(submit)
     _add_pacing(submit)
+    _add_observability(submit)
 
     status = sub.add_parser(
         "status",
@@ -346,13 +372,22 @@ def run_async(coro: Coroutine[Any, Any, T], loop: str = "auto") -> T:
 def _cmd_run(ns: argparse.Namespace) -> int:
     from uploader.commands import run_command
 
-    return run_command(ns.input, settings_from_args(ns))
+    return run_command(ns.input, _run_settings(ns))
 
 
 def _cmd_submit(ns: argparse.Namespace) -> int:
     from uploader.commands import submit_command
 
-    return submit_command([Path(f) for f in ns.files], settings_from_args(ns))
+    return submit_command([Path(f) for f in ns.files], _run_settings(ns))
+
+
+def _run_settings(ns: argparse.Namespace) -> Settings:
+    """Settings of run/submit; the log format may come from the config file too."""
+    settings = settings_from_args(ns)
+    if settings.run.log_format != "text":
+        ns.log_format = settings.run.log_format
+        configure_logging(logging.getLogger().level, settings.run.log_format)
+    return settings
 
 
 def _cmd_split(ns: argparse.Namespace) -> int:
@@ -411,17 +446,24 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _print_error(ns: argparse.Namespace, event: str, message: str) -> None:
+    """The one error line: plain text, or a JSON log line under --log-format json."""
+    if getattr(ns, "log_format", None) == "json":
+        message = json_line("error", event, message)
+    print(message, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     level = logging.DEBUG if ns.debug else logging.INFO if ns.verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level, getattr(ns, "log_format", None) or "text")
     try:
         return _COMMANDS[ns.command](ns)
     except UploaderError as exc:
         if ns.debug:
             traceback.print_exc()
-        print(f"uploader: error: {exc}", file=sys.stderr)
+        _print_error(ns, "error", f"uploader: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         print("uploader: interrupted", file=sys.stderr)
@@ -432,8 +474,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line unless --debug
         if ns.debug:
             traceback.print_exc()
-        print(
+        _print_error(
+            ns,
+            "internal_error",
             f"uploader: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
-            file=sys.stderr,
         )
         return EXIT_PARTIAL

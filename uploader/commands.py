@@ -19,6 +19,7 @@ from uploader import report as reporting
 from uploader.combine import combine, render_combined, shard_section
 from uploader.errors import ConfigError, InputError, UploaderError
 from uploader.journal import Journal
+from uploader.logs import json_line
 from uploader.pipeline import run_pipeline
 from uploader.progress import progress_display
 from uploader.settings import Settings
@@ -131,7 +132,7 @@ def _execute(
     if local and not Path(input_name).is_file():
         _error_report(job_id, work_dir, settings, f"{input_name}: no such file")
         raise InputError(f"{input_name}: no such file")
-    display = progress_display(settings.run.progress)
+    display = progress_display(settings.run.progress, log_format=settings.run.log_format)
     try:
         outcome: RunOutcome = run_async(
             run_pipeline(
@@ -147,8 +148,18 @@ def _execute(
     if outcome.exit_code == 2 and error:
         # Nothing was sent: one line says why; report.json has the rest.
         raise ConfigError(str(error))
-    print(reporting.render_summary(outcome.report), file=sys.stderr)
+    print(_summary(outcome.report, settings.run.log_format), file=sys.stderr)
     return outcome.exit_code
+
+
+def _summary(report: dict[str, Any], log_format: str) -> str:
+    """The end-of-run summary: the text block, or one JSON log line with its figures."""
+    if log_format != "json":
+        return reporting.render_summary(report)
+    keys = ("job_id", "status", "exit_code", "rows", "batches", "requests", "bytes_submitted")
+    more = ("elapsed_s", "rows_per_s", "pacing", "outputs")
+    headline = f"uploader job {report['job_id']}: {str(report['status']).upper()}"
+    return json_line("info", "summary", headline, **{k: report.get(k) for k in keys + more})
 
 
 def _error_report(job_id: str, work_dir: Path, settings: Settings, message: str) -> None:

@@ -24,8 +24,9 @@ milliseconds. Nothing here knows about HTTP or files.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import time as dtime
@@ -33,6 +34,8 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from uploader.errors import ConfigError, UploaderError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Clock",
@@ -176,7 +179,6 @@ class Pacer:
         max_backlog_rows: int | None = None,
         ledger: DailyLedger | None = None,
         clock: Clock | None = None,
-        on_wait: Callable[[str | None], None] | None = None,
     ) -> None:
         if daily_rows is not None and ledger is None:
             raise ValueError("daily_rows needs a ledger")
@@ -188,7 +190,6 @@ class Pacer:
         self.max_backlog_rows = max_backlog_rows
         self.clock: Clock = clock or SystemClock()
         self._ledger = ledger
-        self._on_wait = on_wait
         self._lock = asyncio.Lock()  # admissions are served in order
         self._backlog: dict[int, int] = {}  # seq -> rows submitted or accepted, not final
         self._backlog_changed = asyncio.Event()
@@ -196,6 +197,7 @@ class Pacer:
         self._capacity = 0.0  # one batch: the largest admitted so far
         self._refilled_at: float | None = None
         self.waiting: str | None = None  # what admission waits for now, for progress
+        self.waiting_for: str | None = None  # the rule behind it: window, backlog, rate
         self.waited_s = {"window": 0.0, "backlog": 0.0, "rate": 0.0}  # clock time, by rule
         self.peak_backlog_rows = 0
 
@@ -227,13 +229,14 @@ class Pacer:
     async def admit(self, seq: int, rows: int) -> None:
         """Return when batch ``seq`` of ``rows`` rows may be submitted; or raise PacingStop."""
         if not self.active:
+            self._backlog[seq] = rows  # still known, for the metrics and the report
             return
         async with self._lock:
             try:
                 while not await self._try_admit(seq, rows):
                     pass
             finally:
-                self._set_waiting(None)
+                self._set_waiting(None, None)
 
     async def _try_admit(self, seq: int, rows: int) -> bool:
         """One pass over the rules: True when admitted, False after a wait."""
@@ -247,7 +250,7 @@ class Pacer:
                     f"run again after {opens:%Y-%m-%d %H:%M %Z}",
                     resume_at=opens.timestamp(),
                 )
-            self._set_waiting(f"waiting for the window (opens {opens:%Y-%m-%d %H:%M %Z})")
+            self._set_waiting("window", f"waiting for the window (opens {opens:%Y-%m-%d %H:%M %Z})")
             await self._wait("window", self.clock.sleep(min(opens.timestamp() - now, 60.0)))
             return False
         if self.daily_rows is not None:
@@ -256,8 +259,9 @@ class Pacer:
             backlog = self.backlog_rows
             if backlog and backlog + rows > self.max_backlog_rows:
                 self._set_waiting(
+                    "backlog",
                     f"waiting for the backlog ({backlog:,} rows not final, cap "
-                    f"{self.max_backlog_rows:,})"
+                    f"{self.max_backlog_rows:,})",
                 )
                 self._backlog_changed.clear()
                 await self._wait("backlog", self._backlog_changed.wait())
@@ -265,7 +269,7 @@ class Pacer:
         if self.max_rows_per_s is not None:
             wait_s = self._take_tokens(now, rows)
             if wait_s > 0:
-                self._set_waiting("waiting for the rate cap")
+                self._set_waiting("rate", "waiting for the rate cap")
                 await self._wait("rate", self.clock.sleep(wait_s))
                 return False
         if self.daily_rows is not None:
@@ -324,11 +328,11 @@ class Pacer:
     def _zone_name(self) -> str:
         return self.timezone.key if self.timezone is not None else "local time"
 
-    def _set_waiting(self, what: str | None) -> None:
-        if what != self.waiting:
-            self.waiting = what
-            if self._on_wait is not None:
-                self._on_wait(what)
+    def _set_waiting(self, rule: str | None, what: str | None) -> None:
+        if rule in ("window", "backlog") and rule != self.waiting_for:
+            log.info("%s", what, extra={"event": "pacing_wait", "reason": rule})
+        self.waiting_for = rule
+        self.waiting = what
 
     def rows_today(self) -> int | None:
         """Rows counted against today's budget (None without a daily budget)."""

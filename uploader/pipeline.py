@@ -31,6 +31,8 @@ from uploader.chunk import BatchFile, Chunker
 from uploader.client import TargetClient
 from uploader.errors import ConfigError, InputError, TransportError, UploaderError
 from uploader.journal import BatchRecord, Journal
+from uploader.metrics import RunMetrics
+from uploader.monitor import Monitor
 from uploader.pacing import Clock, Pacer, PacingStop, parse_window, resolve_timezone
 from uploader.poll import Poller
 from uploader.retry import Sleep
@@ -83,6 +85,7 @@ class _Run:
         self.chunk_stop = threading.Event()
         self.fatal: UploaderError | None = None
         self.paused: PacingStop | None = None  # a pacing limit ended this run's submits
+        self.last_progress_s = time.time()  # a batch accepted or final (for metrics)
         self.waiting = threading.Semaphore(settings.batch.max_waiting)
         self.pacer = make_pacer(settings, journal, clock)
         self.submitter = Submitter(
@@ -139,6 +142,7 @@ class _Run:
         self.final(seq)
 
     def _sent(self, seq: int) -> None:
+        self.last_progress_s = time.time()
         self.unsent.discard(seq)
         if seq in self.holding:
             self.holding.discard(seq)
@@ -159,7 +163,11 @@ class _Run:
             if self.fatal is None:
                 self.fatal = ConfigError(_stop_message(exc, self.settings))
         elif not self.stop_requested.is_set():
-            log.error("stopping: %s; run the same command again to continue", exc)
+            log.error(
+                "stopping: %s; run the same command again to continue",
+                exc,
+                extra={"event": "stopping", "error": str(exc)},
+            )
         self.request_stop()
 
     def pause(self, stop: PacingStop) -> None:
@@ -170,6 +178,7 @@ class _Run:
         self.changed.set()
 
     def final(self, seq: int) -> None:
+        self.last_progress_s = time.time()
         self.open.discard(seq)
         self.pacer.settled(seq)
         self.changed.set()
@@ -178,7 +187,11 @@ class _Run:
         self.pacer.settled(seq)
         record = self.journal.batch(seq)
         if record.submits <= self.settings.status.resubmit_stuck:
-            log.warning("batch %06d is stuck; submitting it again", seq)
+            log.warning(
+                "batch %06d is stuck; submitting it again",
+                seq,
+                extra={"event": "batch_stuck", "batch": seq},
+            )
             self.journal.requeue(seq)
             self.journal.bump("resubmitted")
             self.send(_job(record))
@@ -288,14 +301,59 @@ async def run_pipeline(
     clock: Clock | None = None,
     install_signals: bool = True,
     files: Sequence[Path] | None = None,
+    metrics: RunMetrics | None = None,
 ) -> RunOutcome:
     """Chunk, submit and track one input to completion (or to a resumable stop).
 
     With ``files``, the batch files already exist (``uploader submit``): they
-    are registered in the journal as they are, and no chunker runs.
+    are registered in the journal as they are, and no chunker runs. Metrics
+    are served or written as ``settings.run`` says, unless the caller passes
+    its own ``metrics`` (then the caller closes them).
     """
     started = time.time()
     batch_files = [describe_batch_file(i, f) for i, f in enumerate(files or (), 1)]
+    owned = metrics is None and (
+        settings.run.metrics_port is not None or settings.run.metrics_textfile is not None
+    )
+    if owned:
+        metrics = RunMetrics(
+            job_id, port=settings.run.metrics_port, textfile=settings.run.metrics_textfile
+        )
+    try:
+        return await _run_locked(
+            input_name,
+            settings,
+            work_dir,
+            job_id=job_id,
+            started=started,
+            progress=progress,
+            sleep=sleep,
+            clock=clock,
+            install_signals=install_signals,
+            files=files,
+            batch_files=batch_files,
+            metrics=metrics,
+        )
+    finally:
+        if owned and metrics is not None:
+            metrics.close()
+
+
+async def _run_locked(
+    input_name: str,
+    settings: Settings,
+    work_dir: Path,
+    *,
+    job_id: str,
+    started: float,
+    progress: Any,
+    sleep: Sleep | None,
+    clock: Clock | None,
+    install_signals: bool,
+    files: Sequence[Path] | None,
+    batch_files: list[BatchFile],
+    metrics: RunMetrics | None,
+) -> RunOutcome:
     with locked(work_dir), Journal(work_dir / "journal.sqlite") as journal:
         resuming = journal.start_run(
             fingerprint(input_name, settings, files), fresh=settings.run.fresh
@@ -309,6 +367,7 @@ async def run_pipeline(
             batch_files=batch_files if files is not None else None,
         )
         error: UploaderError | None = None
+        monitor = Monitor(journal, metrics=metrics, started_s=started)
         try:
             async with TargetClient(
                 settings.target,
@@ -316,7 +375,9 @@ async def run_pipeline(
                 timeout_s=settings.submit.request_timeout_s,
             ) as client:
                 run = _Run(settings, journal, client, sleep=sleep, clock=clock)
-                status = await _drive(run, input_name, work_dir, progress, install_signals)
+                monitor.attach(lambda: _snapshot(run), run.submitter.stats.latencies_s)
+                async with monitor.running():
+                    status = await _drive(run, input_name, work_dir, progress, install_signals)
                 error = run.fatal
                 latencies = tuple(run.submitter.stats.latencies_s)
                 pacing = _pacing_summary(run)
@@ -325,6 +386,7 @@ async def run_pipeline(
         outcome = write_outputs(
             journal, settings, work_dir, job_id, started, status, error, pacing=pacing
         )
+        monitor.finish(outcome.exit_code)
         return dataclasses.replace(outcome, submit_latencies_s=latencies)
 
 
@@ -342,7 +404,12 @@ def _prepare(
     journal.set_meta("last_outcome", None)
     journal.set_meta("last_exit", None)
     if resuming:
-        log.info("resuming run %s from %s", job_id, work_dir)
+        log.info(
+            "resuming run %s from %s",
+            job_id,
+            work_dir,
+            extra={"event": "resuming", "job_id": job_id},
+        )
     else:
         journal.set_meta("job_id", job_id)
         journal.set_meta("started_at", started)
@@ -486,5 +553,7 @@ def _snapshot(run: _Run) -> dict[str, Any]:
         "throttles": limiter.throttles,  # this run's 429 and 503 answers
         "throttled": run.throttled_before + limiter.throttles,  # as report.json counts them
         "waiting": run.pacer.waiting,
+        "waiting_for": run.pacer.waiting_for,
+        "last_progress_s": run.last_progress_s,
         "backlog_rows": run.pacer.backlog_rows,
     }

@@ -177,7 +177,12 @@ class Poller:
             return
         except RetryableError as exc:
             journal.bump("status_errors")
-            log.info("status of batch %06d: %s; will ask again", due.seq, exc)
+            log.info(
+                "status of batch %06d: %s; will ask again",
+                due.seq,
+                exc,
+                extra={"event": "status_retry", "batch": due.seq, "error": str(exc)},
+            )
             self._again(due)
             return
         except PermanentError as exc:

@@ -30,6 +30,8 @@ from rich.filesize import decimal
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from uploader.logs import json_line
+
 __all__ = ["LOG_EVERY_S", "eta_s", "every", "progress_display", "rows_total"]
 
 Snapshot = Callable[[], dict[str, Any]]
@@ -37,12 +39,18 @@ LOG_EVERY_S = 10.0
 
 
 def progress_display(
-    mode: str, stream: TextIO | None = None
+    mode: str, stream: TextIO | None = None, *, log_format: str = "text"
 ) -> Callable[[Snapshot], contextlib.AbstractAsyncContextManager[None]] | None:
-    """The display for ``--progress auto|bar|log|none`` (None: show nothing)."""
+    """The display for ``--progress auto|bar|log|none`` (None: show nothing).
+
+    Under ``--log-format json`` there are no bars, and each log line is a JSON
+    object (``event: "progress"``) carrying the figures as fields.
+    """
     stream = stream or sys.stderr
     if mode == "auto":
-        mode = "bar" if stream.isatty() else "log"
+        mode = "bar" if stream.isatty() and log_format == "text" else "log"
+    if log_format == "json" and mode != "none":
+        return lambda snap: _log_lines(snap, stream, as_json=True)
     if mode == "none":
         return None
     if mode == "bar":
@@ -130,7 +138,7 @@ def _line(s: dict[str, Any], elapsed: float, rate: float | None) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _every(seconds: float, show: Callable[[], None]) -> AsyncIterator[None]:
+async def every(seconds: float, show: Callable[[], None]) -> AsyncIterator[None]:
     """Call ``show`` every ``seconds`` while the body runs, and once at the end."""
 
     async def tick() -> None:
@@ -148,22 +156,22 @@ async def _every(seconds: float, show: Callable[[], None]) -> AsyncIterator[None
         show()
 
 
-every = _every  # other displays (verify) tick the same way
-
-
 @contextlib.asynccontextmanager
-async def _log_lines(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
+async def _log_lines(
+    snapshot: Snapshot, stream: TextIO, *, as_json: bool = False
+) -> AsyncIterator[None]:
     started = time.monotonic()
 
     rate = _Rate()
 
     def show() -> None:
         s, now = snapshot(), time.monotonic()
-        print(
-            _line(s, now - started, rate.update(now, s["rows_accepted"])), file=stream, flush=True
-        )
+        line = _line(s, now - started, rate.update(now, s["rows_accepted"]))
+        if as_json:
+            line = json_line("info", "progress", line, elapsed_s=round(now - started, 3), **s)
+        print(line, file=stream, flush=True)
 
-    async with _every(LOG_EVERY_S, show):
+    async with every(LOG_EVERY_S, show):
         yield
 
 
@@ -217,7 +225,7 @@ async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
     try:
         with bars:
             refresh()
-            async with _every(0.5, refresh):
+            async with every(0.5, refresh):
                 yield
     finally:
         root.handlers = saved

@@ -47,6 +47,7 @@ _ID_TYPES = ("thirdPartyId", "pcId")
 _PROGRESS = ("auto", "bar", "log", "none")
 _LOOPS = ("auto", "uvloop", "asyncio")
 _FORMATS = ("auto", "csv", "parquet", "jsonl")
+_LOG_FORMATS = ("text", "json")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -211,11 +212,17 @@ class RunSettings:
     progress: str = "auto"
     loop: str = "auto"
     fresh: bool = False
+    log_format: str = "text"  # "json": one JSON object per log line
+    metrics_port: int | None = None  # serve Prometheus /metrics on 127.0.0.1:PORT
+    metrics_textfile: Path | None = None  # rewrite this file for node_exporter
 
     def __post_init__(self) -> None:
         _one_of("run.progress", self.progress, _PROGRESS)
         _one_of("run.loop", self.loop, _LOOPS)
-        for name in ("work_dir", "report", "junit"):
+        _one_of("run.log_format", self.log_format, _LOG_FORMATS)
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"run.metrics_port must be 0..65535; got {self.metrics_port}")
+        for name in ("work_dir", "report", "junit", "metrics_textfile"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))

@@ -204,7 +204,12 @@ class Submitter:
         except UploaderError as exc:
             journal.record_failed(job.seq, f"{type(exc).__name__}: {exc}")
             self.stats.batches_failed += 1
-            log.warning("batch %06d failed: %s", job.seq, exc)
+            log.warning(
+                "batch %06d failed: %s",
+                job.seq,
+                exc,
+                extra={"event": "batch_failed", "batch": job.seq, "error": str(exc)},
+            )
             self._on_failed(job.seq)
             return
         journal.record_accepted(job.seq, result.batch_id, result.status_url)
@@ -243,4 +248,11 @@ class Submitter:
             state.attempt_number,
             f"{type(exc).__name__}: {exc}" if exc is not None else "no answer",
             wait_s,
+            extra={
+                "event": "retry",
+                "batch": job.seq,
+                "attempt": state.attempt_number,
+                "wait_s": round(wait_s, 3),
+                "error": f"{type(exc).__name__}: {exc}" if exc is not None else None,
+            },
         )
