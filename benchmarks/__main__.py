@@ -2,7 +2,8 @@
 
     python -m benchmarks            # all, default sizes (< ~10 min on 2 cores);
                                     # the overnight simulation at 1,000,000 rows
-    python -m benchmarks --quick    # smoke sizes (about a minute)
+    python -m benchmarks --quick    # smoke sizes (about a minute), written under
+                                    # $TMPDIR/uploader-bench-quick, never over the results
     python -m benchmarks --full     # the overnight simulation at 10,000,000 rows
     python -m benchmarks --only submit,curl
 
@@ -21,25 +22,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, Figure, run_module
+from benchmarks.common import RESULTS_DIR, Figure, out_dir, run_module
 from uploader.bench import machine_info
 
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 ORDER = ("split", "submit", "curl", "wire", "memory", "overnight", "verify")
 
 
-def _argv(name: str, quick: bool, full: bool) -> list[str]:
-    if name == "split":  # the chunker's benchmark has no --quick: pass sizes
-        return (
-            ["--rows", "200000", "--repeat", "2"]
-            if quick
-            else ["--rows", "1000000", "--repeat", "3"]
-        )
+def _argv(name: str, quick: bool, full: bool, out: Path) -> list[str]:
+    where = ["--out", str(out)]
+    if name == "split":
+        return [*where, "--quick"] if quick else [*where, "--rows", "1000000", "--repeat", "3"]
     if name == "overnight":
         if full:
-            return []
-        return ["--quick"] if quick else ["--rows", "1000000"]
-    return ["--quick"] if quick else []
+            return where
+        return [*where, "--quick"] if quick else [*where, "--rows", "1000000"]
+    return [*where, "--quick"] if quick else where
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,7 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke sizes")
     p.add_argument("--full", action="store_true", help="overnight simulation at 10,000,000 rows")
     p.add_argument("--only", default=",".join(ORDER), help="comma-separated subset (default: all)")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="JSON files and RESULTS.md (default: benchmarks/results and benchmarks/RESULTS.md; "
+        "with --quick: $TMPDIR/uploader-bench-quick)",
+    )
     ns = p.parse_args(argv)
+    out = out_dir(ns)
+    results_md = RESULTS_MD if out.resolve() == RESULTS_DIR.resolve() else out / "RESULTS.md"
     wanted = [n.strip() for n in ns.only.split(",") if n.strip()]
     unknown = set(wanted) - set(ORDER)
     if unknown:
@@ -57,13 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in (n for n in ORDER if n in wanted):
         print(f"\n=== {name} ===", flush=True)
         module = importlib.import_module(f"benchmarks.bench_{name}")
-        if run_module(module.main, _argv(name, ns.quick, ns.full)) != 0:
+        if run_module(module.main, _argv(name, ns.quick, ns.full, out)) != 0:
             failures.append(name)
     command = "python -m benchmarks" + "".join(
         f" {a}" for a in (sys.argv[1:] if argv is None else argv)
     )
-    write_results_md(command, time.perf_counter() - started)
-    print(f"\nwrote {RESULTS_MD}")
+    write_results_md(command, time.perf_counter() - started, out, results_md)
+    print(f"\nwrote {results_md}")
     if failures:
         print(f"benchmarks that crashed: {', '.join(failures)}", file=sys.stderr)
     return 1 if failures else 0
@@ -83,8 +90,8 @@ def _split_figures(data: dict[str, Any]) -> list[Figure]:
     return figs
 
 
-def _load(name: str) -> tuple[str, list[Figure], dict[str, Any]] | None:
-    path = RESULTS_DIR / f"{name}.json"
+def _load(name: str, out: Path) -> tuple[str, list[Figure], dict[str, Any]] | None:
+    path = out / f"{name}.json"
     if not path.exists():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -102,7 +109,7 @@ def _load(name: str) -> tuple[str, list[Figure], dict[str, Any]] | None:
     return data["title"], figs, data
 
 
-def write_results_md(command: str, elapsed: float) -> None:
+def write_results_md(command: str, elapsed: float, out: Path, results_md: Path) -> None:
     m = machine_info()
     lines = [
         "# Benchmark results",
@@ -116,7 +123,7 @@ def write_results_md(command: str, elapsed: float) -> None:
     ]
     notes: list[str] = []
     for name in ORDER:
-        loaded = _load(name)
+        loaded = _load(name, out)
         if loaded is None:
             lines.append(f"| {name} | not run | - | - | - |")
             continue
@@ -128,7 +135,7 @@ def write_results_md(command: str, elapsed: float) -> None:
         if data.get("command"):
             notes.append(f"- {name}: `{data['command']}`")
     lines += ["", "Notes and per-benchmark commands:", "", *notes, ""]
-    RESULTS_MD.write_text("\n".join(lines), encoding="utf-8")
+    results_md.write_text("\n".join(lines), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from benchmarks.common import (
     curl_parallel,
     curl_sequential,
     finish,
+    out_dir,
     server_limit_parser,
     stats_delta,
     submit_files,
@@ -141,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the loop pays one curl process start per batch on top of the server latency"
     )
     result.elapsed_s = time.perf_counter() - started
-    finish(result, ns.out)
+    finish(result, out_dir(ns))
     return 0
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from aiohttp import web
 
 from benchmarks.bench_memory import run_child
-from benchmarks.common import RESULTS_DIR, Result, command_line, finish, parser
+from benchmarks.common import Result, command_line, finish, out_dir, parser
 from uploader.client import TargetClient
 from uploader.errors import UploaderError
 from uploader.settings import TargetSettings
@@ -204,9 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     ns = p.parse_args(argv)
     size = 4 * 1024 * 1024 if ns.quick else 64 * 1024 * 1024 - 64
-    out = ns.out
-    if ns.quick and out == str(RESULTS_DIR):
-        out = str(Path(tempfile.gettempdir()) / "uploader-bench-quick")
+    out = out_dir(ns)
     result = Result(
         "hostile",
         f"Hostile status answers ({size / 2**20:.0f} MiB bodies, {FLOOD_CALLS} per batch)",

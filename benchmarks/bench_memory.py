@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import MB, EmulatorProcess, Result, command_line, finish, parser
+from benchmarks.common import MB, EmulatorProcess, Result, command_line, finish, out_dir, parser
 from uploader.gen import generate_export
 
 
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result.add(f"peak RSS at {base:,} rows", peaks[base], "MB")
     result.add("peak RSS of python + imports", idle, "MB")
     result.elapsed_s = time.perf_counter() - started
-    finish(result, ns.out)
+    finish(result, out_dir(ns))
     return 0
 
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.bench_memory import run_child
-from benchmarks.common import MB, EmulatorProcess, Result, command_line, finish, parser
+from benchmarks.common import MB, EmulatorProcess, Result, command_line, finish, out_dir, parser
 from uploader.bench import percentiles
 from uploader.chunk import Chunker
 from uploader.gen import generate_export
@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "before the first batch is chunked and accepted"
     )
     result.elapsed_s = time.perf_counter() - started
-    finish(result, ns.out)
+    finish(result, out_dir(ns))
     return 0
 
 

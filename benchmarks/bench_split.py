@@ -1,6 +1,6 @@
 """Benchmark ``uploader split`` against a bare ``csv.reader`` pass over the same file.
 
-Run: ``python -m benchmarks.bench_split [--rows N] [--repeat K] [--data-dir DIR]``.
+Run: ``python -m benchmarks.bench_split [--quick] [--rows N] [--repeat K] [--data-dir DIR]``.
 
 The speed goal of the chunker is relative, so the number that matters is the
 ratio of chunker time to the time of ``for row in csv.reader(f): pass``; the
@@ -8,12 +8,16 @@ two are run alternately and the median of each is taken, which cancels most
 of the drift of a shared machine. Peak memory (VmHWM) is measured in
 fresh subprocesses for a small input and one four times larger: constant
 memory means both peaks are about the same. Results are printed as a table
-and written to ``benchmarks/results/split.json``.
+and written to ``benchmarks/results/split.json`` (``--quick``: 200,000 rows,
+two rounds, written under ``$TMPDIR/uploader-bench-quick``). The exports are
+generated in a temporary directory and removed, unless ``--data-dir`` keeps
+them for the next run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -26,17 +30,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import out_dir
+from benchmarks.common import parser as common_parser
 from uploader.chunk import Chunker
 from uploader.gen import generate_export
 from uploader.settings import BatchSettings, InputSettings
-
-RESULTS = Path(__file__).parent / "results" / "split.json"
 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec from the parent,
 # so a child would report at least the benchmark's own peak.
 _PEAK_SCRIPT = """
 import sys
 from pathlib import Path
+from benchmarks.common import out_dir
+from benchmarks.common import parser as common_parser
 from uploader.chunk import Chunker
 from uploader.settings import BatchSettings, InputSettings
 if sys.argv[1] != "-":
@@ -81,14 +87,33 @@ def peak_rss_kb(path: Path | None, out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/uploader-bench"))
+    parser = common_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rows", type=int, default=None, help="rows (default: 1000000; quick 200000)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="rounds of each pass (default: 5; quick 2)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep the generated exports here and reuse them (default: a temporary dir)",
+    )
     args = parser.parse_args(argv)
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    big = export(args.data_dir, args.rows)
-    small = export(args.data_dir, max(args.rows // 4, 1))
+    args.rows = args.rows or (200_000 if args.quick else 1_000_000)
+    args.repeat = args.repeat or (2 if args.quick else 5)
+    with contextlib.ExitStack() as stack:
+        data_dir = args.data_dir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-split-data-"))
+        )
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return _measure(args, data_dir, out_dir(args) / "split.json")
+
+
+def _measure(args: argparse.Namespace, data_dir: Path, results: Path) -> int:
+    big = export(data_dir, args.rows)
+    small = export(data_dir, max(args.rows // 4, 1))
     size_mb = big.stat().st_size / 1e6
     base: list[float] = []
     chunk: list[float] = []
@@ -131,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['peak_rss']['small_rows']:,} rows {peaks['small_kb'] / 1024:.1f} MiB, "
         f"{args.rows:,} rows {peaks['large_kb'] / 1024:.1f} MiB"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written {RESULTS}")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written {results}")
     return 0
 
 

@@ -24,6 +24,7 @@ from benchmarks.common import (
     Result,
     command_line,
     finish,
+    out_dir,
     server_limit_parser,
     stats_delta,
     submit_files,
@@ -100,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall also includes journal setup, file hashing and the report"
     )
     result.elapsed_s = time.perf_counter() - started
-    finish(result, ns.out)
+    finish(result, out_dir(ns))
     return 0
 
 

@@ -26,6 +26,7 @@ from benchmarks.common import (
     command_line,
     curl_parallel,
     finish,
+    out_dir,
     parser,
     stats_delta,
     submit_files,
@@ -106,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ours: time_s = journal submit window; wall_s = the whole run incl. hashing every file"
     )
     result.elapsed_s = time.perf_counter() - started
-    finish(result, ns.out)
+    finish(result, out_dir(ns))
     return 0
 
 

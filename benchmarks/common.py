@@ -16,6 +16,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -121,14 +122,31 @@ def fmt(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
 
 
+def quick_dir() -> Path:
+    """Where ``--quick`` runs write: smoke-size figures never replace the committed ones."""
+    return Path(tempfile.gettempdir()) / "uploader-bench-quick"
+
+
+def out_dir(ns: argparse.Namespace) -> Path:
+    """``--out`` when given; else ``benchmarks/results``, or ``quick_dir()`` with ``--quick``."""
+    if ns.out is not None:
+        return Path(ns.out)
+    return quick_dir() if ns.quick else RESULTS_DIR
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--quick", action="store_true", help="small smoke size (seconds)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small smoke size (seconds); writes under $TMPDIR/uploader-bench-quick",
+    )
     p.add_argument(
         "--out",
-        default=str(RESULTS_DIR),
+        default=None,
         metavar="DIR",
-        help="JSON output dir (default: %(default)s)",
+        help=f"JSON output dir (default: {RESULTS_DIR}; with --quick: "
+        "$TMPDIR/uploader-bench-quick)",
     )
     return p
 
