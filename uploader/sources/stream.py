@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import queue
 import re
 import sys
+import threading
 from collections.abc import Mapping
 from typing import IO, Any, BinaryIO
 
@@ -86,7 +88,71 @@ def open_url(name: str, storage_options: Mapping[str, Any] | None = None) -> io.
         raw: Any = _open_url(name, storage_options or {})
     except OSError as exc:
         raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
-    return raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
+    return io.BufferedReader(_Prefetch(raw), buffer_size=1 << 20)
+
+
+class _Prefetch(io.RawIOBase):
+    """Reads the next chunks of a remote object in a thread while the caller parses.
+
+    A remote read is a round trip per block; done in line, the parser waits for
+    each one. Here a thread keeps up to ``depth`` chunks of ``chunk`` bytes
+    ready (memory bounded by ``depth * chunk``), and an error in the thread is
+    raised in the reader.
+    """
+
+    def __init__(self, raw: IO[bytes], chunk: int = 8 << 20, depth: int = 2) -> None:
+        super().__init__()
+        self._raw = raw
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._current = memoryview(b"")
+        self._eof = False
+        self._thread = threading.Thread(
+            target=self._fill, args=(chunk,), name="prefetch", daemon=True
+        )
+        self._thread.start()
+
+    def _fill(self, chunk: int) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._raw.read(chunk)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the reader, which raises it
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._chunks.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._current and not self._eof:
+            item = self._chunks.get()
+            if isinstance(item, OSError):
+                raise item
+            if isinstance(item, BaseException):  # the storage library's own error
+                raise OSError(_describe(item)) from item
+            self._current = memoryview(item)
+            self._eof = not item
+        n = min(len(buffer), len(self._current))
+        buffer[:n] = self._current[:n]
+        self._current = self._current[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            self._raw.close()
+        super().close()
 
 
 def _open_url(name: str, storage_options: Mapping[str, Any]) -> IO[bytes]:
