@@ -167,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     result.add("Parquet split rows/s", round(rows / t_pq), "rows/s")
     result.add("CSV split rows/s (same rows)", round(rows / t_local), "rows/s")
     result.add("4 shards (4 processes) total time / 1 process", round(t_shards / t_local, 2), "x")
+    load = os.getloadavg()[0]
+    result.params["load_average_at_end"] = round(load, 2)
     result.notes = [
+        f"load average {load:.1f} on {os.cpu_count()} cores when the runs ended "
+        "(other work on the machine slows every case, the S3 server's process most)",
         f"{rows:,} rows, {size_mb:.1f} MB of CSV; each case is `uploader split` in a fresh "
         f"process, median of {ns.repeat} runs (interpreter start included).",
         "Each shard parses the whole export and keeps a quarter: 4 shards do 4x the parsing "
