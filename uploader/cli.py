@@ -310,6 +310,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="the work dir of a run or submit; several (the shards of one load) are also combined",
     )
     status.add_argument("--json", action="store_true", help="print the report as JSON")
+    status.add_argument(
+        "--refresh",
+        action="store_true",
+        help="first ask Target for the status of batches not final yet, and update the journal "
+        "and report.json (submits nothing)",
+    )
+    status.add_argument(
+        "--config", metavar="PATH", help="with --refresh: TOML config (token_env, token_hosts)"
+    )
+    status.add_argument(
+        "--token-env", metavar="NAME", help="with --refresh: variable holding the Bearer token"
+    )
+    status.add_argument(
+        "--allow-http",
+        action="store_true",
+        default=None,
+        help="with --refresh: allow plain http:// to a non-loopback host",
+    )
+
+    report = sub.add_parser(
+        "report",
+        help="an offline HTML page with pictures of a run (from its journal)",
+        formatter_class=_Formatter,
+    )
+    report.add_argument("work_dir", metavar="WORK_DIR", help="the work dir of a run or submit")
+    report.add_argument(
+        "--html", metavar="FILE", required=True, help="write the page here (self-contained)"
+    )
 
     from uploader import emulator
 
@@ -400,7 +428,26 @@ def _cmd_split(ns: argparse.Namespace) -> int:
 def _cmd_status(ns: argparse.Namespace) -> int:
     from uploader.commands import status_command
 
+    if ns.refresh:
+        from uploader.refresh import refresh_work_dir
+
+        flags = {"target.token_env": ns.token_env, "target.allow_http": ns.allow_http}
+        for work_dir in ns.work_dir:
+            r = run_async(refresh_work_dir(Path(work_dir), config=ns.config, flags=flags))
+            print(
+                f"{work_dir}: asked Target about {r.asked} open batches: {r.complete} complete, "
+                f"{r.stuck} stuck, {r.incomplete} still incomplete, {r.errors} not answered",
+                file=sys.stderr,
+            )
     return status_command([Path(d) for d in ns.work_dir], as_json=ns.json)
+
+
+def _cmd_report(ns: argparse.Namespace) -> int:
+    from uploader.html_report import write_html_report
+
+    out = write_html_report(Path(ns.work_dir), Path(ns.html))
+    print(f"wrote {out}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _cmd_emulator(ns: argparse.Namespace) -> int:
@@ -439,6 +486,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "split": _cmd_split,
     "submit": _cmd_submit,
     "status": _cmd_status,
+    "report": _cmd_report,
     "emulator": _cmd_emulator,
     "demo": _cmd_demo,
     "bench": _cmd_bench,
