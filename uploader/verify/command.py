@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from uploader.client import TargetClient
-from uploader.errors import ConfigError, InputError, TransportError, UploaderError
+from uploader.errors import ConfigError, InputError, TransportError
 from uploader.journal import Journal
 from uploader.retry import Sleep
 from uploader.settings import Settings, load_settings
@@ -41,13 +41,16 @@ __all__ = ["VerifyOptions", "VerifyOutcome", "add_arguments", "main", "run_verif
 DEFAULT_SAMPLE = 1000
 DEFAULT_RATE = 50.0
 DEFAULT_SETTLE_S = 3600.0
-_INPUT_KEYS = ("id_column", "id_type", "delimiter", "encoding", "format", "columns", "rename")
-
-
-class VerifyInterrupted(UploaderError):
-    """Stopped by a signal or a lost server: the same verify continues later."""
-
-    exit_code = 3
+_INPUT_KEYS = (
+    "id_column",
+    "id_type",
+    "delimiter",
+    "encoding",
+    "format",
+    "shard",
+    "columns",
+    "rename",
+)
 
 
 @dataclass(frozen=True)
