@@ -92,6 +92,7 @@ def is_valid(row: list[str], width: int = len(HEADER)) -> bool:
     return (
         len(row) <= width
         and ident != ""
+        and ident == ident.strip()  # whitespace-only: missing_id; around the id: invalid_id
         and "+" not in ident
         and "/" not in ident
         and not any(unicodedata.category(c) == "Cc" for c in ident)
@@ -300,7 +301,7 @@ def test_max_bytes_too_small_for_the_header(tmp_path: Path) -> None:
     ("data", "kwargs", "message"),
     [
         (b"", {}, "in.csv: empty file (no header)"),
-        (b"\n\n", {}, "in.csv:1: no header"),
+        (b"\n\n", {}, "in.csv: empty file (no header)"),
         (b"a,b\nC1,x\n", {"id_column": "id"}, "in.csv:1: id column 'id' not found in the header"),
         (b"id,b,b\n", {}, "in.csv:1: duplicate column name 'b' in the header"),
         (b"id,,b\n", {}, "in.csv:1: empty column name in the header"),

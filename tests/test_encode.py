@@ -18,6 +18,7 @@ from uploader.encode import (
     header_line,
     id_problem,
     plan_columns,
+    profile_bytes,
 )
 from uploader.errors import InputError
 from uploader.settings import InputSettings
@@ -113,6 +114,12 @@ def test_rows_with_surrogates_and_only_those_are_none(rows: list[list[str]]) -> 
         ("a\x85b", True, RejectReason.INVALID_ID),
         ("a\u00a0b", True, None),
         ("é😀", True, None),
+        ("   ", True, RejectReason.MISSING_ID),
+        ("\u00a0\t", False, RejectReason.MISSING_ID),
+        (" C1", True, RejectReason.INVALID_ID),
+        ("C1 ", False, RejectReason.INVALID_ID),
+        ("C1\u00a0", True, RejectReason.INVALID_ID),
+        ("C 1", True, None),
     ],
 )
 def test_id_problem(value: str, third_party: bool, expected: RejectReason | None) -> None:
@@ -174,7 +181,8 @@ def test_plan_errors(header: list[str], kwargs: dict[str, object], message: str)
 def test_check_rows_reasons_and_order() -> None:
     plan = plan_columns(["id", "a", "b"], InputSettings(), "x:1")
     rows = [["C1", "x"], ["", "x"], ["C+3"], ["C4", "1", "2", "3"], ["C5\n"], ["C6", "", ""]]
-    keep, lines, originals, rejects = check_rows(rows, [2, 3, 4, 5, 7, 9], plan)
+    keep, lines, originals, rejects, short = check_rows(rows, [2, 3, 4, 5, 7, 9], plan)
+    assert short == [2]
     assert keep == [["C1", "x"], ["C6", "", ""]]
     assert lines == [2, 9]
     assert originals == keep
@@ -188,8 +196,44 @@ def test_check_rows_reasons_and_order() -> None:
 
 def test_check_rows_with_id_column_not_first_and_short_rows() -> None:
     plan = plan_columns(["a", "id"], InputSettings(id_column="id"), "x:1")
-    keep, lines, originals, rejects = check_rows([["x", "C1"], ["y"]], [2, 3], plan)
+    keep, lines, originals, rejects, short = check_rows([["x", "C1"], ["y"]], [2, 3], plan)
     assert lines == [2]
+    assert short == []  # the short row is rejected for its missing id, and counted once
     assert [list(k) for k in keep] == [["C1", "x"]]
     assert originals == [["x", "C1"]]
     assert [(r.line, r.reason) for r in rejects] == [(3, RejectReason.MISSING_ID)]
+
+
+ROWS_WITH_SPACES = [["C1", "a", "b"], [" C2", "a", "b"], ["   ", "a", "b"], ["C4 ", "a"], ["C5"]]
+
+
+def test_ids_with_surrounding_whitespace_are_invalid_by_default() -> None:
+    plan = plan_columns(["id", "a", "b"], InputSettings(), "x:1")
+    checked = check_rows(ROWS_WITH_SPACES, [2, 3, 4, 5, 6], plan)
+    assert checked.keep == [["C1", "a", "b"], ["C5"]]
+    assert [(r.line, r.reason.value, r.id) for r in checked.rejects] == [
+        (3, "invalid_id", " C2"),
+        (4, "missing_id", "   "),
+        (5, "invalid_id", "C4 "),
+    ]
+    assert checked.short == [6]
+
+
+def test_strip_ids_trims_and_sends_and_short_rows_reject() -> None:
+    plan = plan_columns(["id", "a", "b"], InputSettings(strip_ids=True, short_rows="reject"), "x:1")
+    checked = check_rows(ROWS_WITH_SPACES, [2, 3, 4, 5, 6], plan)
+    assert checked.keep == [["C1", "a", "b"], ["C2", "a", "b"]]
+    assert checked.originals == [["C1", "a", "b"], [" C2", "a", "b"]]
+    assert [(r.line, r.reason.value, r.id) for r in checked.rejects] == [
+        (4, "missing_id", "   "),
+        (5, "too_few_fields", "C4 "),
+        (6, "too_few_fields", "C5"),
+    ]
+    assert checked.short == [5, 6]
+
+
+def test_profile_bytes_counts_decoded_utf8_bytes_of_the_values() -> None:
+    row = ["C1", "é" * 11_000, "a,b", ""]
+    line = encode_row(row)
+    assert line is not None and len(line) == 2 + 1 + 66_000 + 1 + 5
+    assert profile_bytes(line) == sum(len(v.encode()) for v in row) == 2 + 22_000 + 3

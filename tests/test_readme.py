@@ -62,6 +62,15 @@ def test_ci_runs_the_readme_test_command() -> None:
     )
 
 
+# Accepted before or after every command; the Commands section documents them once.
+GLOBAL_FLAGS = ("--debug", "-v", "--verbose")
+
+
+def test_global_flags_are_documented_once() -> None:
+    for flag in GLOBAL_FLAGS:
+        assert f"`{flag}" in section("Commands"), flag
+
+
 def test_every_command_is_documented() -> None:
     for name in commands(build_parser()):
         assert f"`uploader {name}" in README, name
@@ -80,7 +89,7 @@ def test_every_demo_option_is_documented() -> None:
     demo = commands(build_parser())["demo"]
     for action in demo._actions:
         for flag in action.option_strings:
-            if flag not in ("-h", "--help", "--progress"):
+            if flag not in ("-h", "--help", "--progress", *GLOBAL_FLAGS):
                 assert flag in section("Quick start") + section("Commands"), flag
 
 
@@ -177,5 +186,5 @@ def test_every_verify_option_is_documented() -> None:
     verify = commands(build_parser())["verify"]
     for action in verify._actions:
         for flag in action.option_strings:
-            if flag not in ("-h", "--help", "--progress"):
+            if flag not in ("-h", "--help", "--progress", *GLOBAL_FLAGS):
                 assert flag in section("Checking a load"), flag

@@ -88,7 +88,7 @@ def test_malformed_records_are_reported_and_reading_goes_on(tmp_path: Path) -> N
     [
         (b"", "in.csv: empty file (no header)"),
         (b"\xef\xbb\xbf", "in.csv: empty file (no header)"),
-        (b"\nid,a\n", "in.csv:1: no header (the first line is empty)"),
+        (b"\n\r\n\n", "in.csv: empty file (no header)"),
         (b'"id,a\n', "in.csv:1: malformed header: unexpected end of data"),
         (b"id,\xff\n", "in.csv:1: header is not valid utf-8"),
     ],
@@ -103,7 +103,7 @@ def test_whole_input_errors(tmp_path: Path, data: bytes, message: str) -> None:
 def test_missing_file_directory_and_unknown_encoding(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"nope\.csv: cannot read: No such file or directory"):
         CsvSource(tmp_path / "nope.csv")
-    with pytest.raises(InputError, match=r": cannot read: Is a directory"):
+    with pytest.raises(InputError, match=r": is a directory, not a CSV file"):
         CsvSource(tmp_path)
     with pytest.raises(InputError, match=r"unknown encoding 'klingon'"):
         CsvSource(write(tmp_path, b"id\n"), encoding="klingon")

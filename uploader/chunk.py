@@ -22,6 +22,7 @@ settings always give byte-identical files, which is what makes resume
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import csv
 import hashlib
@@ -39,16 +40,17 @@ from typing import IO, cast
 from urllib.parse import unquote_to_bytes
 
 from uploader.encode import (
-    MAX_PROFILE_BYTES,
     ColumnPlan,
     Reject,
     check_rows,
     encode_rows,
     header_line,
     plan_columns,
+    profile_bytes,
 )
 from uploader.errors import ConfigError, InputError
-from uploader.settings import BatchSettings, InputSettings
+from uploader.settings import MAX_PROFILE_BYTES, BatchSettings, InputSettings
+from uploader.source import ESCAPE, RecordBlock, guess_encoding
 from uploader.sources import Source, open_source
 from uploader.sources.shard import ShardFilter
 from uploader.states import RejectReason
@@ -87,6 +89,10 @@ class ChunkSummary:
     out_dir: Path
     stopped: bool = False
     rows_other_shards: int = 0  # with input.shard: records left to the other shards
+    short_rows: int = 0  # rows with fewer fields than the header (padded, or rejected)
+    warnings: tuple[str, ...] = ()  # about the input as a whole, for the summary and report
+    sample: tuple[tuple[int, builtins.bytes], ...] = ()  # (input line, encoded row), first rows
+    limited: bool = False  # reading stopped at input.limit records
 
     @property
     def rows_rejected(self) -> int:
@@ -121,8 +127,8 @@ class _Rejects:
     The record is the raw text of the input (quotes, delimiters, line breaks
     and ``\\r`` inside it as they were, its own line ending dropped), written
     as one quoted CSV field: ``csv.reader`` gives it back unchanged. The file
-    is in the input encoding with ``surrogateescape``, so undecodable bytes come
-    back exactly as they were in the export.
+    is in the input encoding with ``source.ESCAPE``, so undecodable bytes (UTF-16
+    code units too) come back exactly as they were in the export.
     """
 
     def __init__(self, path: Path, encoding: str) -> None:
@@ -132,7 +138,7 @@ class _Rejects:
             path,
             "w",
             encoding=encoding,
-            errors="surrogateescape",
+            errors=ESCAPE,
             newline="",
             opener=_private_opener,
         )
@@ -286,6 +292,7 @@ class Chunker:
         skip_through_seq: int = 0,
         stop: threading.Event | None = None,
         fsync: bool = True,
+        sample_rows: int = 0,
     ) -> None:
         self.input = input
         self.out_dir = Path(out_dir).absolute()
@@ -299,6 +306,7 @@ class Chunker:
         self.input_bytes_read: int | None = None
         self.input_bytes_total: int | None = None
         self.input_rows_read = 0
+        self.sample_rows = sample_rows  # keep the first N encoded rows (``uploader check``)
 
     def run(self) -> ChunkSummary:
         """Chunk the whole input; InputError/ConfigError before writing anything if unusable."""
@@ -312,9 +320,8 @@ class Chunker:
                     f"batch.max_bytes {max_bytes} is too small for the header line "
                     f"({len(head)} bytes) plus one row"
                 )
-            # A row longer than this cannot be sent: over Target's profile limit,
-            # or (with a tiny max_bytes) unable to fit even an empty batch.
-            row_limit = min(MAX_PROFILE_BYTES, max_bytes - len(head) - 2)
+            # An encoded row longer than this cannot fit even an empty batch.
+            row_limit = max_bytes - len(head) - 2
             _private_dir(self.out_dir)
             _private_dir(self.out_dir / "batches")
             for stale in (self.out_dir / "batches").glob("*.tmp"):
@@ -335,29 +342,43 @@ class Chunker:
             fsync=self.fsync,
         )
         counts: Counter[RejectReason] = Counter()
+        size_check = min(MAX_PROFILE_BYTES, row_limit)  # a shorter encoded row is within both
+        notes = _InputNotes(inp)
         read = written = 0
-        stopped = False
+        stopped = limited = False
+        sample: list[tuple[int, bytes]] = []
         try:
             for block in src.blocks():
                 if self.stop is not None and self.stop.is_set():
                     stopped = True
                     break
-                read += len(block.rows) + len(block.malformed)
-                keep, lines, originals, bad = check_rows(block.rows, block.lines, plan)
+                if inp.limit is not None and read + _records(block) >= inp.limit:
+                    block, limited = _first_records(block, inp.limit - read), True
+                read += _records(block)
+                checked = check_rows(block.rows, block.lines, plan)
+                lines, bad = checked.lines, checked.rejects
                 bad += [
                     Reject(line, [], RejectReason.MALFORMED_RECORD) for line, _ in block.malformed
                 ]
-                encoded = encode_rows(keep)
+                encoded = encode_rows(checked.keep)
                 datas = cast(list[bytes], encoded)
-                if None in encoded or (datas and max(map(len, datas)) > row_limit):
-                    datas, lines = _drop_unsendable(encoded, lines, originals, plan, row_limit, bad)
+                if None in encoded or (datas and max(map(len, datas)) > size_check):
+                    datas, lines = _drop_unsendable(
+                        encoded, lines, checked.originals, plan, row_limit, bad
+                    )
                 if bad:
                     rejects.write(bad, block.record_text)
                     counts.update(r.reason for r in bad)
+                    notes.rejected(bad)
+                notes.short(checked.short)
+                if len(sample) < self.sample_rows:
+                    sample += list(zip(lines, datas, strict=True))[: self.sample_rows - len(sample)]
                 sink.add(datas, lines)
                 written += len(datas)
                 self.input_bytes_read = getattr(src, "bytes_read", None)
                 self.input_rows_read = read
+                if limited:
+                    break
             if not stopped:
                 sink.finish()
                 self._remove_stale(sink.seq)
@@ -380,6 +401,10 @@ class Chunker:
             out_dir=self.out_dir,
             stopped=stopped,
             rows_other_shards=src.skipped if isinstance(src, ShardFilter) else 0,
+            short_rows=notes.short_count,
+            warnings=tuple(notes.warnings(plan, read, limited=limited)),
+            sample=tuple(sample),
+            limited=limited,
         )
 
     def _remove_stale(self, last_seq: int) -> None:
@@ -390,6 +415,76 @@ class Chunker:
                 path.unlink()
 
 
+def _records(block: RecordBlock) -> int:
+    return len(block.rows) + len(block.malformed)
+
+
+def _first_records(block: RecordBlock, n: int) -> RecordBlock:
+    """The first ``n`` records of a block, parsed and malformed ones in input order."""
+    starts = sorted([*block.lines, *(line for line, _ in block.malformed)])
+    last = starts[n - 1] if n > 0 else 0
+    keep = [i for i, line in enumerate(block.lines) if line <= last]
+    raw = block.raw
+    if n < len(starts):  # the raw text ends where the first record left out starts
+        raw = raw[: starts[n] - block.raw_first]
+    return RecordBlock(
+        rows=[block.rows[i] for i in keep],
+        lines=[block.lines[i] for i in keep],
+        malformed=[(line, err) for line, err in block.malformed if line <= last],
+        raw=raw,
+        raw_first=block.raw_first,
+    )
+
+
+class _InputNotes:
+    """What is worth telling about the input as a whole: short rows, a likely encoding."""
+
+    _SAMPLES = 50  # bad_encoding rows looked at to guess the export's real encoding
+
+    def __init__(self, settings: InputSettings) -> None:
+        self._settings = settings
+        self.short_count = 0
+        self._first_short: int | None = None
+        self._undecodable = bytearray()
+        self._bad_encoding = 0
+
+    def short(self, lines: list[int]) -> None:
+        if lines and self._first_short is None:
+            self._first_short = lines[0]
+        self.short_count += len(lines)
+
+    def rejected(self, bad: Sequence[Reject]) -> None:
+        for r in bad:
+            if r.reason is RejectReason.BAD_ENCODING:
+                self._bad_encoding += 1
+                if self._bad_encoding <= self._SAMPLES:
+                    self._undecodable += "\n".join(r.record).encode(self._settings.encoding, ESCAPE)
+
+    def warnings(self, plan: ColumnPlan, read: int, *, limited: bool) -> list[str]:
+        out = []
+        if len(plan.names) == 1:
+            out.append(
+                "the header has no attribute column besides the id: rows carry no profile "
+                "attributes (is --delimiter right?)"
+            )
+        if read == 0:
+            out.append("the input has a header but no data rows: nothing to send")
+        if limited:
+            out.append(f"input.limit: only the first {read:,} data records were read")
+        if self.short_count and not plan.reject_short:
+            out.append(
+                f"{self.short_count:,} rows have fewer fields than the header (first at line "
+                f"{self._first_short}): padded with empty values; input.short_rows = "
+                '"reject" (--short-rows reject) refuses them'
+            )
+        if self._bad_encoding:
+            enc = self._settings.encoding
+            guess = guess_encoding(bytes(self._undecodable), enc)
+            hint = f"; they decode as {guess}: pass --encoding {guess}" if guess else ""
+            out.append(f"{self._bad_encoding:,} rows are not valid {enc} (bad_encoding){hint}")
+        return out
+
+
 def _drop_unsendable(
     encoded: list[bytes | None],
     lines: list[int],
@@ -398,11 +493,15 @@ def _drop_unsendable(
     row_limit: int,
     bad: list[Reject],
 ) -> tuple[list[bytes], list[int]]:
-    """Move rows with undecodable bytes or over the size limit from a block to ``bad``."""
+    """Move rows with undecodable bytes or over the size limits from a block to ``bad``.
+
+    Target's 64 KB limit is on the decoded values (``profile_bytes``); ``row_limit``
+    is what fits one batch with the header.
+    """
     keep: list[bytes] = []
     keep_lines: list[int] = []
     for data, line, row in zip(encoded, lines, originals, strict=True):
-        if data is not None and len(data) <= row_limit:
+        if data is not None and len(data) <= row_limit and profile_bytes(data) <= MAX_PROFILE_BYTES:
             keep.append(data)
             keep_lines.append(line)
             continue

@@ -43,6 +43,9 @@ _INPUT_FLAGS = {
     "id_type": "input.id_type",
     "delimiter": "input.delimiter",
     "encoding": "input.encoding",
+    "strip_ids": "input.strip_ids",
+    "short_rows": "input.short_rows",
+    "limit": "input.limit",
     "max_batch_rows": "batch.max_rows",
     "max_batch_bytes": "batch.max_bytes",
     "shard": "input.shard",
@@ -128,13 +131,27 @@ def _add_input(p: argparse.ArgumentParser) -> None:
         choices=("thirdPartyId", "pcId"),
         help="what the id column holds (default: thirdPartyId)",
     )
-    g.add_argument("--delimiter", metavar="C", help="field delimiter (default: ,)")
+    g.add_argument("--delimiter", metavar="C", help="field delimiter, or tab (default: ,)")
     g.add_argument(
         "--shard",
         metavar="I/N",
         help="only ids that hash to shard I of N, 0 <= I < N (default: the whole export)",
     )
     g.add_argument("--encoding", metavar="E", help="input encoding (default: utf-8; BOM skipped)")
+    g.add_argument(
+        "--strip-ids",
+        action="store_true",
+        default=None,
+        help="trim whitespace around ids (default: reject such rows as invalid_id)",
+    )
+    g.add_argument(
+        "--short-rows",
+        choices=("pad", "reject"),
+        help="rows with fewer fields than the header (default: pad with empty values)",
+    )
+    g.add_argument(
+        "--limit", type=int, metavar="N", help="read only the first N data rows (a trial load)"
+    )
     g.add_argument(
         "--max-batch-rows",
         type=int,
@@ -245,6 +262,25 @@ def _add_pacing(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_global(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """--debug and -v, accepted before and after the command name.
+
+    Under a command the defaults are SUPPRESS, so a flag given before the
+    command is not reset by the command's parser.
+    """
+    default: Any = False if top else argparse.SUPPRESS
+    p.add_argument(
+        "--debug", action="store_true", default=default, help="show tracebacks and debug logs"
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="log each retry (reason and wait) and each batch accepted, complete or failed",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="uploader",
@@ -255,13 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"uploader {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="log each retry (reason and wait) and each batch accepted, complete or failed",
-    )
+    _add_global(parser, top=True)
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
@@ -370,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="measure submission throughput against a target", formatter_class=_Formatter
     )
     bench.add_arguments(ben)
+    for command in sub.choices.values():
+        _add_global(command, top=False)
     return parser
 
 

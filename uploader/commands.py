@@ -83,6 +83,8 @@ def status_report(work_dir: Path) -> dict[str, Any]:
             rows_read=chunk.get("rows_read", sum(b.rows for b in batches)),
             rejected_by_reason=chunk.get("rejected", {}),
             chunking_done=bool(journal.get_meta("chunk_done")),
+            short_rows=int(chunk.get("short_rows", 0)),
+            input_warnings=chunk.get("warnings", []),
             elapsed_s=_elapsed(journal),
             outputs={
                 "rejects": _existing(work_dir / "rejects.csv"),
@@ -130,8 +132,9 @@ def _execute(
 
     local = files is None and input_name != "-" and not is_url(input_name)
     if local and not Path(input_name).is_file():
-        _error_report(job_id, work_dir, settings, f"{input_name}: no such file")
-        raise InputError(f"{input_name}: no such file")
+        what = "is a directory, not a CSV file" if Path(input_name).is_dir() else "no such file"
+        _error_report(job_id, work_dir, settings, f"{input_name}: {what}")
+        raise InputError(f"{input_name}: {what}")
     display = progress_display(settings.run.progress, log_format=settings.run.log_format)
     try:
         outcome: RunOutcome = run_async(

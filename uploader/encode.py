@@ -24,14 +24,16 @@ import operator
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote
 
 from uploader.errors import InputError
-from uploader.settings import InputSettings
+from uploader.settings import MAX_PROFILE_BYTES, InputSettings
 from uploader.states import RejectReason
 
 __all__ = [
     "MAX_PROFILE_BYTES",
+    "Checked",
     "ColumnPlan",
     "Reject",
     "check_rows",
@@ -41,10 +43,8 @@ __all__ = [
     "header_line",
     "id_problem",
     "plan_columns",
+    "profile_bytes",
 ]
-
-# Target's limit on one visitor's profile: an encoded row above it is rejected.
-MAX_PROFILE_BYTES = 65536
 
 _SAFE = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 _HEX = b"0123456789ABCDEF"
@@ -112,6 +112,15 @@ def encode_rows(rows: Sequence[Sequence[str]]) -> list[bytes | None]:
     return [line.rstrip(b",") for line in bytes(out.translate(None, _FILL_BYTE)).split(b"\n")]
 
 
+def profile_bytes(line: bytes) -> int:
+    """The decoded UTF-8 size of an encoded row's values: what the 64 KB limit measures.
+
+    Every data byte is either kept as is or written as ``%XX``, and raw commas
+    are only separators (a comma in a value is ``%2C``).
+    """
+    return len(line) - 2 * line.count(b"%") - line.count(b",")
+
+
 def header_line(names: Sequence[str]) -> bytes:
     """The first line of every batch file: ``batch=`` and the encoded column names."""
     return ("batch=" + ",".join(encode_value(n) for n in names)).encode("ascii")
@@ -126,9 +135,13 @@ def id_problem(value: str, *, third_party: bool) -> RejectReason | None:
 
     Target forbids ``+`` and ``/`` in a thirdPartyId; a control character
     (a stray tab or newline from the export) is never a real id of either kind.
+    An id of only whitespace is missing; whitespace around an id would make
+    another profile than the trimmed id (``input.strip_ids`` trims it first).
     """
-    if not value:
+    if not value or value.isspace():
         return RejectReason.MISSING_ID
+    if value[0].isspace() or value[-1].isspace():
+        return RejectReason.INVALID_ID
     if third_party and ("+" in value or "/" in value):
         return RejectReason.INVALID_ID
     if not value.isprintable() and _has_control(value):
@@ -151,6 +164,8 @@ class ColumnPlan:
     id_index: int
     third_party: bool
     picks: tuple[int, ...] | None
+    strip_ids: bool = False  # trim whitespace around ids instead of rejecting them
+    reject_short: bool = False  # rows with fewer fields than the header are rejected
 
     def project(self) -> Callable[[list[str]], Sequence[str]] | None:
         """A fast row -> sent values function, or None for the identity."""
@@ -214,6 +229,8 @@ def plan_columns(header: Sequence[str], settings: InputSettings, where: str) -> 
         id_index=id_index,
         third_party=settings.id_type == "thirdPartyId",
         picks=None if identity else tuple(picks),
+        strip_ids=settings.strip_ids,
+        reject_short=settings.short_rows == "reject",
     )
 
 
@@ -228,13 +245,13 @@ class Reject:
 
 
 def _all_valid(rows: Sequence[list[str]], plan: ColumnPlan) -> bool:
-    """True when no row of the block can be rejected before encoding (conservative)."""
+    """True when every row of the block is full width and has a plain id (conservative)."""
     if not rows:
         return True
-    if max(map(len, rows)) > plan.width or min(map(len, rows)) <= plan.id_index:
+    if max(map(len, rows)) > plan.width or min(map(len, rows)) < plan.width:
         return False
     ids = list(map(operator.itemgetter(plan.id_index), rows))
-    if not all(ids):
+    if not all(ids) or ids != list(map(str.strip, ids)):
         return False
     joined = " ".join(ids)  # a space is printable, so it cannot hide a control character
     if plan.third_party and ("+" in joined or "/" in joined):
@@ -242,37 +259,56 @@ def _all_valid(rows: Sequence[list[str]], plan: ColumnPlan) -> bool:
     return joined.isprintable()
 
 
-def check_rows(
-    rows: Sequence[list[str]], lines: Sequence[int], plan: ColumnPlan
-) -> tuple[list[Sequence[str]], list[int], list[list[str]], list[Reject]]:
+class Checked(NamedTuple):
+    """A block split by ``check_rows``."""
+
+    keep: list[Sequence[str]]  # rows to send, projected to the batch columns
+    lines: list[int]  # their input lines
+    originals: list[list[str]]  # the rows as read (for rejects found later)
+    rejects: list[Reject]
+    short: list[int]  # lines of rows with fewer fields than the header (padded or rejected)
+
+
+def check_rows(rows: Sequence[list[str]], lines: Sequence[int], plan: ColumnPlan) -> Checked:
     """Split a block into rows to send (projected), their lines and originals, and rejects.
 
     Checks what can be seen without encoding: field count and the id. The
     reasons still possible afterwards (bad_encoding, profile_too_large) are
-    found by the encoder.
+    found by the encoder. A short row is padded with empty values (or
+    rejected, with ``reject_short``); either way its line is in ``short``.
     """
     project = plan.project()
     width, idx, third_party = plan.width, plan.id_index, plan.third_party
     if _all_valid(rows, plan):  # the common case, checked with C-level calls only
         keep_all: list[Sequence[str]] = list(rows) if project is None else list(map(project, rows))
-        return keep_all, list(lines), list(rows), []
-    keep: list[Sequence[str]] = []
-    keep_lines: list[int] = []
-    originals: list[list[str]] = []
-    rejects: list[Reject] = []
+        return Checked(keep_all, list(lines), list(rows), [], [])
+    out = Checked([], [], [], [], [])
     for row, line in zip(rows, lines, strict=True):
         value = row[idx] if len(row) > idx else ""
+        sent = row
+        if plan.strip_ids and value != value.strip():
+            value = value.strip()
+            sent = row.copy()
+            sent[idx] = value
         reason: RejectReason | None = None
         if len(row) > width:
             reason = RejectReason.TOO_MANY_FIELDS
         elif (
-            not value or not value.isprintable() or (third_party and ("+" in value or "/" in value))
-        ):  # the cheap checks first; id_problem returns None for e.g. a no-break space
+            not value
+            or not value.isprintable()
+            or value[0] == " "
+            or value[-1] == " "
+            or (third_party and ("+" in value or "/" in value))
+        ):  # the cheap checks first; id_problem returns None for e.g. a no-break space inside
             reason = id_problem(value, third_party=third_party)
+        if reason is None and len(row) < width:
+            out.short.append(line)
+            if plan.reject_short:
+                reason = RejectReason.TOO_FEW_FIELDS
         if reason is None:
-            keep.append(row if project is None else project(row))
-            keep_lines.append(line)
-            originals.append(row)
+            out.keep.append(sent if project is None else project(sent))
+            out.lines.append(line)
+            out.originals.append(row)
         else:
-            rejects.append(Reject(line, row, reason, value))
-    return keep, keep_lines, originals, rejects
+            out.rejects.append(Reject(line, row, reason, row[idx] if len(row) > idx else ""))
+    return out

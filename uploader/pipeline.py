@@ -496,6 +496,8 @@ async def _chunk(run: _Run, input_name: str, work_dir: Path) -> None:
     summary = await asyncio.to_thread(chunker.run)
     if run.chunk_stop.is_set():
         return
+    for warning in summary.warnings:
+        log.warning("%s: %s", input_name, warning)
     journal.set_meta(
         "chunk",
         {
@@ -504,6 +506,8 @@ async def _chunk(run: _Run, input_name: str, work_dir: Path) -> None:
             "header": list(summary.header),
             "rows_other_shards": summary.rows_other_shards,
             "shard": run.settings.input.shard,
+            "short_rows": summary.short_rows,
+            "warnings": list(summary.warnings),
         },
     )
     journal.set_meta("chunk_done", True)

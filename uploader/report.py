@@ -125,8 +125,15 @@ def build_report(
     finished_at: float | None = None,
     pacing: Mapping[str, Any] | None = None,
     shard: Mapping[str, Any] | None = None,
+    short_rows: int = 0,
+    input_warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The report.json document (SPEC section 4 keys first, then extras)."""
+    """The report.json document (SPEC section 4 keys first, then extras).
+
+    ``input_warnings`` come from reading the input (a header with no
+    attribute column, no data rows, short rows, a likely encoding) and lead
+    the report's ``warnings``.
+    """
     rejected = sum(rejected_by_reason.values())
     rows = account_rows(batches, rows_read=rows_read, rejected=rejected)
     stuck = sum(1 for b in batches if b.state is BatchState.STUCK)
@@ -167,9 +174,13 @@ def build_report(
         "interrupted": interrupted,
         "chunking_done": chunking_done,
         "rejected_by_reason": dict(sorted(rejected_by_reason.items())),
+        "short_rows": short_rows,
         "errors": [_batch_error(b) for b in batches if b.state in _FAILED_STATES],
         "duplicates": _duplicates(batches, rows),
-        "warnings": _warnings(rows, batches, counters, chunking_done=chunking_done),
+        "warnings": [
+            *input_warnings,
+            *_warnings(rows, batches, counters, chunking_done=chunking_done),
+        ],
         "started_at": _iso(finished - elapsed_s),
         "finished_at": _iso(finished),
         "client": settings.get("client"),

@@ -25,6 +25,8 @@ from uploader.pacing import parse_window, resolve_timezone
 __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_ROWS",
+    "MAX_PROFILE_BYTES",
+    "MIN_BATCH_BYTES",
     "BatchSettings",
     "InputSettings",
     "PacingSettings",
@@ -41,6 +43,13 @@ __all__ = [
 MAX_BATCH_ROWS = 500_000
 # "under 50 MB": we stay below 50 MiB and default to 50,000,000 bytes.
 MAX_BATCH_BYTES = 50 * 1024 * 1024
+# Target's limit on one visitor's profile, measured as Target stores it: the
+# UTF-8 bytes of the id and the values once decoded (not the percent-encoded
+# text on the wire). The emulator measures the same way.
+MAX_PROFILE_BYTES = 64 * 1024
+# The smallest batch.max_bytes accepted from a file or flag: one row at the
+# profile limit (every byte percent-encoded: 3 x 64 KB) plus room for a header.
+MIN_BATCH_BYTES = 256 * 1024
 
 _API_VERSIONS = ("v1", "v2")
 _ID_TYPES = ("thirdPartyId", "pcId")
@@ -48,6 +57,8 @@ _PROGRESS = ("auto", "bar", "log", "none")
 _LOOPS = ("auto", "uvloop", "asyncio")
 _FORMATS = ("auto", "csv", "parquet", "jsonl")
 _LOG_FORMATS = ("text", "json")
+_SHORT_ROWS = ("pad", "reject")
+_DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ",", "pipe": "|"}
 
 
 def is_loopback_host(host: str) -> bool:
@@ -92,7 +103,8 @@ class TargetSettings:
         if parts.scheme == "http" and not (self.allow_http or is_loopback_host(parts.hostname)):
             raise ConfigError(
                 f"target.base_url {self.base_url!r} uses plain http to a non-loopback host; "
-                "use https, or set target.allow_http = true to accept sending profiles unencrypted"
+                "use https, or pass --allow-http (target.allow_http = true) to accept sending "
+                "profiles unencrypted"
             )
 
     @property
@@ -114,17 +126,25 @@ class InputSettings:
     # fsspec options for URL inputs (an S3-compatible endpoint_url, a profile...)
     storage_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     shard: str | None = None  # "I/N": only ids that hash to shard I of N (0 <= I < N)
+    strip_ids: bool = False  # trim spaces around ids instead of rejecting them as invalid_id
+    short_rows: str = "pad"  # rows with fewer fields than the header: pad | reject
+    limit: int | None = None  # read only the first N data records (a trial load)
 
     def __post_init__(self) -> None:
         _one_of("input.id_type", self.id_type, _ID_TYPES)
         _one_of("input.format", self.format, _FORMATS)
+        _one_of("input.short_rows", self.short_rows, _SHORT_ROWS)
+        if self.limit is not None:
+            _positive("input.limit", self.limit)
         object.__setattr__(self, "storage_options", MappingProxyType(dict(self.storage_options)))
+        object.__setattr__(
+            self, "delimiter", _DELIMITER_NAMES.get(self.delimiter.lower(), self.delimiter)
+        )
         if self.shard is not None:
             try:
                 parse_shard(self.shard)
             except ValueError as exc:
                 raise ConfigError(f"input.shard: {exc}") from None
-
         if len(self.delimiter) != 1 or self.delimiter in '\r\n"':
             raise ConfigError(f"input.delimiter must be one character, got {self.delimiter!r}")
         try:
@@ -320,6 +340,12 @@ def load_settings(
     except TypeError as exc:  # a required key is missing
         raise ConfigError(f"configuration incomplete: {exc}") from exc
     parts["run"] = replace(parts["run"], fresh=fresh)
+    if "max_bytes" in raw["batch"] and parts["batch"].max_bytes < MIN_BATCH_BYTES:
+        raise ConfigError(
+            f"batch.max_bytes {parts['batch'].max_bytes} cannot hold one row of the maximum "
+            f"size (a {MAX_PROFILE_BYTES // 1024} KB profile is up to {3 * MAX_PROFILE_BYTES:,} "
+            f"bytes once percent-encoded); use at least {MIN_BATCH_BYTES}"
+        )
     return Settings(**parts)
 
 
@@ -375,7 +401,7 @@ def _convert(key: str, kind: str, value: Any) -> Any:
                     return False
                 raise ValueError(value)
             return bool(value)
-        if kind == "int":
+        if kind in ("int", "int | None"):
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(value)

@@ -5,10 +5,19 @@ text encodings and CSV syntax, and nothing about batches. Records come out in
 blocks (lists of rows plus the first physical input line of each) so that the
 next stages can work on many rows per Python call.
 
-Decoding uses ``errors='surrogateescape'``: a row with undecodable bytes still
+Decoding uses the ``ESCAPE`` error handler (``surrogateescape`` that also
+covers UTF-16 and UTF-32 code units): a row with undecodable bytes still
 parses, carries lone surrogates, and is rejected as ``bad_encoding`` by the
 encoder instead of stopping the whole run; writing it back with the same
 error handler restores the original bytes in ``rejects.csv``.
+
+Before any CSV parsing, the first bytes are looked at (``_refuse_non_text``):
+a binary file, or UTF-16/32 text read as an 8-bit encoding, is a one-line
+error with the ``--encoding`` to use. Blank lines before the header are
+skipped like blank lines anywhere else. A header that is one column holding
+another likely delimiter (``;``, tab, ``|``, ``,``) is refused with the
+``--delimiter`` to pass: guessing would silently change what every later
+run of the same command sends.
 
 The CSV dialect is RFC 4180 with ``strict=True``: an unterminated quote at
 the end of the input or text after a closing quote is a ``malformed_record``
@@ -27,7 +36,7 @@ import sys
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from itertools import islice, tee
+from itertools import chain, islice, tee
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, BinaryIO
@@ -35,10 +44,112 @@ from typing import IO, Any, BinaryIO
 from uploader.errors import InputError
 from uploader.sources.stream import is_url, open_url
 
-__all__ = ["BLOCK_ROWS", "CsvSource", "RecordBlock"]
+__all__ = ["BLOCK_ROWS", "ESCAPE", "CsvSource", "RecordBlock", "guess_encoding"]
 
 BLOCK_ROWS = 256  # rows per block: amortises per-call costs; bounds memory (rows are <= ~128 KB)
 _READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
+_SAMPLE_BYTES = 4096  # looked at before parsing: enough for the header of any real export
+_MAX_HEADER_CHARS = 1 << 20  # a first line longer than this is not a CSV header
+_DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+_FLAG_VALUE = {",": ",", ";": "';'", "\t": "tab", "|": "'|'"}
+# File signatures of things people pass by mistake instead of a CSV export.
+_MAGIC = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\x7fELF", "an ELF executable"),
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook?)"),
+    (b"%PDF", "a PDF document"),
+    (b"GIF8", "a GIF image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"PAR1", "a Parquet file"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+    (b"\xd0\xcf\x11\xe0", "an OLE document (an .xls workbook?)"),
+    (b"\xfd7zXZ\x00", "an xz archive"),
+    (b"BZh9", "a bzip2 archive"),
+)
+
+ESCAPE = "uploader-escape"
+
+
+def _escape(exc: UnicodeError) -> tuple[str | bytes, int]:
+    """``surrogateescape`` for every byte, so UTF-16/32 code units round-trip too.
+
+    Decoding maps each undecodable byte ``b`` to ``U+DC00 + b``; encoding maps
+    such characters back to their bytes. For bytes >= 0x80 this is exactly
+    ``surrogateescape``.
+    """
+    if isinstance(exc, UnicodeDecodeError):
+        bad = exc.object[exc.start : exc.end]
+        return "".join([chr(0xDC00 + b) for b in bad]), exc.end
+    if isinstance(exc, UnicodeEncodeError):
+        # Take the whole run of escaped bytes: UTF-16/32 encoders accept only
+        # whole code units back, and one bad unit is two or four bytes.
+        text, end = exc.object, exc.start
+        while end < len(text) and "\udc00" <= text[end] <= "\udcff":
+            end += 1
+        if end >= exc.end:
+            return bytes([ord(c) - 0xDC00 for c in text[exc.start : end]]), end
+    raise exc
+
+
+codecs.register_error(ESCAPE, _escape)
+
+
+def guess_encoding(data: bytes, encoding: str) -> str | None:
+    """An encoding other than ``encoding`` that decodes ``data`` cleanly, or None.
+
+    Tried in the order of how often exports come in them: UTF-8, then
+    Windows-1252 (Excel and most Western European exporters), then
+    ISO-8859-1 (which decodes anything, so it is only named when the bytes
+    use none of its C1 control range).
+    """
+    current = codecs.lookup(encoding).name
+    for candidate in ("utf-8", "cp1252", "iso8859-1"):
+        if codecs.lookup(candidate).name == current:
+            continue
+        try:
+            text = data.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+        if candidate == "iso8859-1" and any("\x80" <= c <= "\x9f" for c in text):
+            continue
+        return {"iso8859-1": "latin-1"}.get(candidate, candidate)
+    return None
+
+
+def _refuse_non_text(label: str, sample: bytes, encoding: str) -> None:
+    """InputError when the first bytes are not text in ``encoding`` (binary, UTF-16...)."""
+    for magic, what in _MAGIC:
+        if sample.startswith(magic):
+            raise InputError(f"{label}: does not look like CSV text (it starts like {what})")
+    if codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
+        return
+    for bom, name in (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if sample.startswith(bom):
+            raise InputError(
+                f"{label}: the file starts with a {name.upper()} byte order mark but is read "
+                f"as {encoding}; pass --encoding {name}"
+            )
+    first = sample.split(b"\n", 1)[0]
+    if b"\x00" not in first:
+        return
+    even, odd = first[0::2], first[1::2]
+    if len(first) >= 4 and odd.count(0) >= len(odd) * 0.8 and even.count(0) == 0:
+        name = "utf-16-le"
+    elif len(first) >= 4 and even.count(0) >= len(even) * 0.8 and odd.count(0) == 0:
+        name = "utf-16-be"
+    else:
+        raise InputError(
+            f"{label}: does not look like CSV text (NUL bytes in the first line: binary data?)"
+        )
+    raise InputError(
+        f"{label}: the first line has a NUL byte in every other position: the file looks "
+        f"like {name.upper()} text read as {encoding}; pass --encoding {name}"
+    )
 
 
 @dataclass(slots=True)
@@ -110,19 +221,27 @@ class CsvSource:
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.label = "<stdin>" if str(path) == "-" else str(path)
+        self.delimiter = delimiter
         self._binary: IO[bytes] | None = None
         self.size_bytes: int | None = None  # of a regular file, for progress
+        self._skipped = 0  # blank lines before the header: csv's line_num does not see them
         self._text = self._open(str(path), encoding, stdin, storage_options)
         try:
+            first = self._first_line()
             # The reader and ``_raw`` share the physical lines (C-level tee): the
             # raw text of each block is kept so rejects can be written back verbatim.
-            lines, self._raw = tee(self._text)
+            lines, self._raw = tee(chain([first], self._text))
             self._reader = csv.reader(lines, delimiter=delimiter, strict=True)
-            self.header, self.header_line = self._read_header(encoding)
+            self.header, self.header_line = self._read_header(encoding, first)
             self._raw_pos = 1 + sum(1 for _ in islice(self._raw, self._reader.line_num))
         except BaseException:
             self.close()
             raise
+
+    @property
+    def line_num(self) -> int:
+        """The physical input line the CSV reader has read up to."""
+        return self._reader.line_num + self._skipped
 
     def _open(
         self,
@@ -150,34 +269,79 @@ class CsvSource:
             stream: Any = binary
             if binary.peek(2)[:2] == b"\x1f\x8b":  # gzip magic: .gz or not, stdin too
                 stream = gzip.GzipFile(fileobj=binary, mode="rb")
+            sample = stream.peek(_SAMPLE_BYTES)[:_SAMPLE_BYTES]
+        except IsADirectoryError as exc:
+            raise InputError(f"{self.label}: is a directory, not a CSV file") from exc
         except OSError as exc:
             if self._binary is not None:
                 self._binary.close()
             raise InputError(f"{self.label}: cannot read: {exc.strerror or exc}") from exc
-        return io.TextIOWrapper(
-            stream, encoding=text_encoding, errors="surrogateescape", newline=""
-        )
+        except _READ_ERRORS as exc:
+            binary.close()
+            raise InputError(f"{self.label}: cannot read: {exc}") from exc
+        try:
+            _refuse_non_text(self.label, sample, encoding)
+        except InputError:
+            binary.close()
+            raise
+        return io.TextIOWrapper(stream, encoding=text_encoding, errors=ESCAPE, newline="")
 
-    def _read_header(self, encoding: str) -> tuple[tuple[str, ...], int]:
+    def _first_line(self) -> str:
+        """The first non-blank physical line; blank lines before it are counted, not parsed."""
+        while True:
+            try:
+                line = self._text.readline(_MAX_HEADER_CHARS)
+            except _READ_ERRORS as exc:
+                raise InputError(f"{self.label}: cannot read: {exc}") from exc
+            if line.strip("\r\n") or not line:
+                break
+            self._skipped += 1
+        if len(line) >= _MAX_HEADER_CHARS and not line.endswith(("\n", "\r")):
+            raise InputError(
+                f"{self.label}:{self._skipped + 1}: does not look like CSV text "
+                f"(the first line is over {_MAX_HEADER_CHARS:,} characters long)"
+            )
+        return line
+
+    def _read_header(self, encoding: str, first: str) -> tuple[tuple[str, ...], int]:
+        if not first:
+            raise InputError(f"{self.label}: empty file (no header)")
         try:
             header = next(self._reader, None)
         except csv.Error as exc:
-            raise InputError(f"{self.label}:1: malformed header: {exc}") from exc
+            self._refuse_other_delimiter(first, self._skipped + 1)
+            raise InputError(f"{self.label}:{self.line_num}: malformed header: {exc}") from exc
         except _READ_ERRORS as exc:
             raise InputError(f"{self.label}: cannot read: {exc}") from exc
-        if header is None:
-            raise InputError(f"{self.label}: empty file (no header)")
-        line = self._reader.line_num
-        if not header:
+        line = self._skipped + 1
+        if not header:  # the first line holds only a quoted line break, or nothing at all
             raise InputError(f"{self.label}:{line}: no header (the first line is empty)")
         for name in header:
             try:
                 name.encode("utf-8")
             except UnicodeEncodeError as exc:
+                raw = "".join(header).encode(encoding, ESCAPE)
+                bad = next(c for c in name if "\udc00" <= c <= "\udcff")
+                guess = guess_encoding(raw, encoding)
+                hint = f"; the export may be {guess}: pass --encoding {guess}" if guess else ""
                 raise InputError(
-                    f"{self.label}:{line}: header is not valid {encoding}: {name!r}"
+                    f"{self.label}:{line}: header is not valid {encoding} "
+                    f"(byte 0x{ord(bad) - 0xDC00:02X}){hint}"
                 ) from exc
+        if len(header) == 1:
+            self._refuse_other_delimiter(first, line)
         return tuple(header), line
+
+    def _refuse_other_delimiter(self, first: str, line: int) -> None:
+        """A one-column header holding another delimiter: the wrong ``--delimiter``."""
+        counts = {c: first.count(c) for c in _DELIMITERS if c != self.delimiter}
+        best = max(counts, key=lambda c: counts[c])
+        if counts[best]:
+            raise InputError(
+                f"{self.label}:{line}: the header is a single column holding "
+                f"{counts[best]} {_DELIMITERS[best]} character(s): the export looks "
+                f"{_DELIMITERS[best]}-separated; pass --delimiter {_FLAG_VALUE[best]}"
+            )
 
     def blocks(self, size: int = BLOCK_ROWS) -> Iterator[RecordBlock]:
         """Yield the records after the header, ``size`` rows per block.
@@ -187,7 +351,7 @@ class CsvSource:
         reading goes on with the next line.
         """
         reader = self._reader
-        prev = reader.line_num
+        prev = self.line_num
         block = RecordBlock()
         while True:
             rows, lines = block.rows, block.lines
@@ -199,10 +363,10 @@ class CsvSource:
                         lines.append(prev + 1)
                     else:
                         blanks += 1
-                    prev = reader.line_num
+                    prev = self.line_num
             except csv.Error as exc:
                 block.malformed.append((prev + 1, str(exc)))
-                prev = reader.line_num
+                prev = self.line_num
                 continue
             except _READ_ERRORS as exc:
                 raise InputError(f"{self.label}:{prev + 1}: cannot read: {exc}") from exc
@@ -225,7 +389,7 @@ class CsvSource:
     def _with_raw(self, block: RecordBlock) -> RecordBlock:
         """Attach the physical lines read since the last block."""
         count = self._reader.line_num - self._raw_pos + 1
-        block.raw_first = self._raw_pos
+        block.raw_first = self._raw_pos + self._skipped
         block.raw = list(islice(self._raw, count))
         self._raw_pos += count
         return block

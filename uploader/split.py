@@ -37,6 +37,8 @@ def render_split_summary(input: str, summary: ChunkSummary) -> str:
     ]
     for reason, count in sorted(summary.rejected.items()):
         lines.append(f"    {reason.value:<16}{count:>10,}")
+    if summary.short_rows:
+        lines.append(f"  short rows     {summary.short_rows:>12,}")
     lines.append(f"  batches        {summary.batches:>12,}  ({_size(summary.bytes)})")
     if summary.files:
         lines.append(f"  batch files    {out / 'batches'}/")
@@ -45,6 +47,7 @@ def render_split_summary(input: str, summary: ChunkSummary) -> str:
         )
     lines.append(f"  manifest       {summary.manifest_path}")
     lines.append(f"  rejects        {summary.rejects_path}")
+    lines += [f"  warning        {w}" for w in summary.warnings]
     return "\n".join(lines)
 
 

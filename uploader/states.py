@@ -50,10 +50,11 @@ class RowOutcome(StrEnum):
 class RejectReason(StrEnum):
     """Why an input row was not sent (a column of rejects.csv)."""
 
-    MISSING_ID = "missing_id"  # the id field is empty
-    INVALID_ID = "invalid_id"  # `+` or `/` in a thirdPartyId, or control characters
+    MISSING_ID = "missing_id"  # the id field is empty or only whitespace
+    INVALID_ID = "invalid_id"  # `+` or `/` in a thirdPartyId, control characters, outer spaces
     TOO_MANY_FIELDS = "too_many_fields"  # more fields than the header has columns
-    PROFILE_TOO_LARGE = "profile_too_large"  # the encoded row is over 64 KB
+    TOO_FEW_FIELDS = "too_few_fields"  # fewer fields than the header (input.short_rows = reject)
+    PROFILE_TOO_LARGE = "profile_too_large"  # id and values over 64 KB (decoded UTF-8 bytes)
     MALFORMED_RECORD = "malformed_record"  # CSV syntax error, e.g. an unterminated quote
     BAD_ENCODING = "bad_encoding"  # bytes that do not decode in the input encoding
 

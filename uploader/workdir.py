@@ -61,7 +61,9 @@ def default_job_id(input_name: str, settings: Settings) -> str:
     if shard is not None:  # each shard is its own job, with its own work dir
         key += f"\0shard {shard[0]}/{shard[1]}"
         stem += f"-shard{shard[0]}of{shard[1]}"
-    return f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    # A trial load (--limit N) is a run of its own: the full load later starts afresh.
+    trial = f"-first{settings.input.limit}" if settings.input.limit is not None else ""
+    return f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}{trial}"
 
 
 def fingerprint(
@@ -90,6 +92,9 @@ def fingerprint(
         shard=inp.shard,
         columns=list(inp.columns) if inp.columns is not None else None,
         rename=dict(inp.rename),
+        strip_ids=inp.strip_ids,
+        short_rows=inp.short_rows,
+        limit=inp.limit,
         max_rows=settings.batch.max_rows,
         max_bytes=settings.batch.max_bytes,
     )
@@ -205,6 +210,8 @@ def write_outputs(
         rows_read=chunk.get("rows_read", sum(b.rows for b in batches)),
         rejected_by_reason=rejected,
         chunking_done=bool(journal.get_meta("chunk_done")),
+        short_rows=int(chunk.get("short_rows", 0)),
+        input_warnings=chunk.get("warnings", []),
         elapsed_s=elapsed,
         outputs={
             "rejects": str(rejects_path) if sum(rejected.values()) else None,

@@ -83,9 +83,9 @@ class SentRows:
         def blocks() -> Iterator[list[Row]]:
             with src:
                 for block in src.blocks():
-                    keep, lines, _, _ = check_rows(block.rows, block.lines, plan)
+                    checked = check_rows(block.rows, block.lines, plan)
                     out: list[Row] = []
-                    for fields, line in zip(keep, lines, strict=True):
+                    for fields, line in zip(checked.keep, checked.lines, strict=True):
                         if line in rejected_lines:
                             continue
                         row = self._place(line, fields, layout.names)
