@@ -24,14 +24,16 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 from urllib.parse import quote
 
+import aiofiles
 import aiohttp
+from aiofiles.threadpool.binary import AsyncBufferedReader
 from aiohttp import hdrs
 from aiohttp.abc import AbstractResolver
 from yarl import URL
@@ -360,7 +362,7 @@ class TargetClient:
         url = submit_url(self._settings)
         batch = Path(path)
         try:
-            fh = await asyncio.to_thread(batch.open, "rb")
+            fh = await aiofiles.open(batch, "rb")
         except OSError as exc:
             raise InputError(f"{batch}: cannot read batch file: {exc.strerror}") from exc
         try:
@@ -374,12 +376,12 @@ class TargetClient:
             with self._errors("submit", url, outcome_unknown=True):
                 reader = submit_reader(redact)
                 reply = await self._send(
-                    "POST", url, headers, SUBMIT_MAX_BYTES, data=fh, reader=reader
+                    "POST", url, headers, SUBMIT_MAX_BYTES, data=_chunks(fh), reader=reader
                 )
                 _raise_for_status(self._settings, "submit", url, reply, redact)
                 result = _storable(self._settings, submit_result(reader.close(), redact=redact))
         finally:
-            await asyncio.to_thread(fh.close)
+            await fh.close()
         log.debug("submitted %s (%d bytes) as batch %s", batch.name, size, result.batch_id)
         return result
 
@@ -430,7 +432,7 @@ class TargetClient:
         headers: dict[str, str],
         cap: int,
         *,
-        data: IO[bytes] | None = None,
+        data: AsyncIterator[bytes] | None = None,
         reader: XmlReader | None = None,
     ) -> _Reply:
         """One request; the body of a 2xx answer over ``cap`` is a ``ProtocolError``.
@@ -455,3 +457,14 @@ class TargetClient:
                 )
             log.debug("%s %s%s -> HTTP %d", method, url.host, url.path, resp.status)
             return _Reply(resp.status, resp.headers, body)
+
+
+# Reads of 1 MiB, each in aiofiles' thread: the event loop never waits on the disk, and
+# bench_wire measured it at least as fast as handing aiohttp the file (256 KiB reads).
+_BODY_CHUNK = 1 << 20
+
+
+async def _chunks(fh: AsyncBufferedReader) -> AsyncIterator[bytes]:
+    """A batch body for aiohttp; its length is sent up front (``Content-Length``)."""
+    while chunk := await fh.read(_BODY_CHUNK):
+        yield chunk
