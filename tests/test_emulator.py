@@ -13,7 +13,9 @@ import re
 import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+from zlib import crc32
 
 import aiohttp
 import pytest
@@ -21,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import EmulatorFactory
+from tests.helpers import run, write_csv
 from uploader.emulator import (
     Emulator,
     EmulatorConfig,
@@ -691,3 +694,30 @@ async def test_serve_forever_prints_and_stops_on_cancel(capsys: pytest.CaptureFi
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_store_none_keeps_counts_and_a_digest(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """--store none: the run sees the same answers; the emulator holds no profile."""
+    rows = [[f"C{i:05d}", ("gold", "")[i % 2], f"{i}.5", "a,b & c=d"] for i in range(500)]
+    src = write_csv(tmp_path / "e.csv", ["id", "tier", "ltv", "note"], rows)
+    digests = []
+    for store in ("none", "none", "full"):
+        emu = await emulator_factory(store=store)
+        outcome = await run(emu, src, tmp_path / store / str(len(digests)), batch__max_rows=100)
+        assert outcome.exit_code == 0
+        assert outcome.report["rows"]["successful"] == 500
+        stats = emu.stats()
+        assert stats["rows_applied"] == 500
+        assert stats["profiles_stored"] == (500 if store == "full" else 0)
+        digests.append(stats["rows_digest"])
+    expected = sum(crc32("\x1f".join(r).encode()) for r in rows) % 2**64
+    assert digests[:2] == [expected, expected]  # the same rows, whatever the order
+    assert digests[2] == 0  # the full store keeps the rows themselves instead
+    assert emu.profile("acme", "thirdPartyId", "C00001") is not None
+
+
+def test_store_kind_is_checked() -> None:
+    with pytest.raises(ConfigError, match="store must be one of full, none"):
+        EmulatorConfig(store="disk")

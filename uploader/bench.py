@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from uploader.emulator import Emulator, EmulatorConfig
-from uploader.emulator.config import parse_latency
+from uploader.emulator.config import STORES, parse_latency
 from uploader.gen import generate_export
 from uploader.journal import BatchRecord, Journal
 from uploader.settings import MAX_BATCH_BYTES, Settings, load_settings
@@ -85,6 +85,7 @@ class BenchOptions:
     max_inflight: int | None = None
     apply_rate: float = 1_000_000.0
     retry_after_s: float = 1.0
+    store: str = "none"  # the emulator keeps counts and a digest: memory stays flat
     # An external target.
     base_url: str | None = None
     client: str = "bench"
@@ -183,6 +184,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"Retry-After of a 429 (default: {d.retry_after_s:g})",
     )
+    g.add_argument(
+        "--store",
+        choices=STORES,
+        default=d.store,
+        help="emulator profile store: none keeps counts and a digest (flat memory), full "
+        f"keeps every profile (about 1.3 KB each) (default: {d.store})",
+    )
     g = parser.add_argument_group("external target (instead of the emulator)")
     g.add_argument("--base-url", default=None, metavar="URL", help="API base URL (default: none)")
     g.add_argument(
@@ -209,6 +217,7 @@ def options_from_args(ns: argparse.Namespace) -> BenchOptions:
         latency_ms=(float(ns.latency_ms[0]), float(ns.latency_ms[1])),
         max_inflight=ns.max_inflight,
         apply_rate=ns.apply_rate,
+        store=ns.store,
         retry_after_s=ns.retry_after,
         base_url=ns.base_url,
         client=ns.client,
@@ -332,6 +341,7 @@ async def run_bench(opts: BenchOptions, work_dir: Path) -> dict[str, Any]:
             "latency_ms": list(opts.latency_ms) if emulator_stats is not None else None,
             "max_inflight": opts.max_inflight if emulator_stats is not None else None,
             "apply_rate": opts.apply_rate if emulator_stats is not None else None,
+            "store": opts.store if emulator_stats is not None else None,
         },
         "emulator_stats": emulator_stats,
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
@@ -352,6 +362,7 @@ async def _target(opts: BenchOptions) -> AsyncIterator[tuple[str, Emulator | Non
         latency_ms=opts.latency_ms,
         max_inflight=opts.max_inflight,
         retry_after_s=opts.retry_after_s,
+        store=opts.store,
     )
     async with Emulator(config) as emu:
         yield emu.base_url, emu

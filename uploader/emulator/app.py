@@ -82,7 +82,7 @@ class Emulator:
 
     def reset(self) -> None:
         """Forget every batch, profile and counter (the fault generator restarts too)."""
-        self.store = Store()
+        self.store = Store(keep_profiles=self.config.store == "full")
         self._stats = Stats()
         self._faults = Faults(self.config)
         self._digests: set[bytes] = set()
@@ -157,8 +157,11 @@ class Emulator:
     # -- inspection (tests, demo, bench) ----------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """The counters of ``GET /_emulator/stats``."""
-        return self._stats.as_dict()
+        """The counters of ``GET /_emulator/stats``, with what the store holds."""
+        stats = self._stats.as_dict()
+        stats["profiles_stored"] = len(self.store)
+        stats["rows_digest"] = self.store.rows_digest  # --store none: what was applied
+        return stats
 
     def profile(self, client: str, id_type: str, pid: str) -> dict[str, Any] | None:
         """A profile shaped as the fetch API returns it, or None."""

@@ -41,6 +41,9 @@ class EmulatorConfig:
     # (seed, id), so the same ids are lost whatever the order batches arrive in
     lose_rate: float = 0.0
     fetch_latency_ms: tuple[float, float] = (0.0, 0.0)  # uniform delay added to profile fetches
+    # "full": keep every profile (fetch and verify work); "none": keep only counts and an
+    # order-independent digest of the applied rows (constant memory: for benchmarks)
+    store: str = "full"
 
     def __post_init__(self) -> None:
         if not (self.apply_rate > 0 and math.isfinite(self.apply_rate)):
@@ -59,6 +62,13 @@ class EmulatorConfig:
             raise ConfigError(f"emulator: retry_after_s must be >= 0, got {self.retry_after_s}")
         if not self.status_host or "/" in self.status_host or ":" in self.status_host:
             raise ConfigError(f"emulator: bad status_host {self.status_host!r}")
+        if self.store not in STORES:
+            raise ConfigError(
+                f"emulator: store must be one of {', '.join(STORES)}; got {self.store!r}"
+            )
+
+
+STORES = ("full", "none")
 
 
 def parse_latency(text: str) -> tuple[float, float]:
@@ -155,6 +165,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="A-B",
         help="random delay per profile fetch, in ms (default: 0-0)",
     )
+    add(
+        "--store",
+        choices=STORES,
+        default="full",
+        help="full: keep every profile (fetchable); none: only counts and a digest of the "
+        "applied rows, in constant memory (default: full)",
+    )
     add("--token", default=None, help="require Authorization: Bearer TOKEN (default: none)")
     add("--seed", type=int, default=0, help="seed of the fault generator (default: 0)")
 
@@ -175,4 +192,5 @@ def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
         status_host=ns.status_host,
         lose_rate=ns.lose_rate,
         fetch_latency_ms=(float(ns.fetch_latency_ms[0]), float(ns.fetch_latency_ms[1])),
+        store=ns.store,
     )

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from zlib import crc32
 
 from uploader.emulator.formdata import BatchScan, iter_decoded_rows
 from uploader.states import RemoteStatus
@@ -66,7 +67,12 @@ class Store:
     such a header is refused).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_profiles: bool = True) -> None:
+        # keep_profiles False (``--store none``): rows are decoded, checked and counted,
+        # but only an order-independent digest of them is kept, so memory does not grow
+        # with the profiles; nothing can be fetched back, and v1 finds every id.
+        self.keep_profiles = keep_profiles
+        self.rows_digest = 0  # sum of crc32 of each applied row, mod 2**64
         self.epoch_ms = int(time.time() * 1000)
         self.batches: dict[str, Batch] = {}
         self._pids: list[str] = []
@@ -150,7 +156,8 @@ class Store:
         index = self._index.setdefault((batch.client, header.id_type), {})
         all_values, all_stamps = self._values, self._stamps
         now = int(time.time() * 1000)  # one shared int for the whole slice
-        done = successful = 0
+        done = successful = digest = 0
+        keep = self.keep_profiles
         for fields in batch.rows:
             done += 1
             pid = fields[0]
@@ -164,6 +171,9 @@ class Store:
                 batch.failures.append((pid, problem))
             elif lose is not None and lose(pid):
                 batch.lost += 1
+                successful += 1
+            elif not keep:
+                digest += crc32("\x1f".join(fields).encode())
                 successful += 1
             else:
                 seq = index.get(pid)
@@ -188,6 +198,7 @@ class Store:
             batch.scan = batch.rows = None
         batch.consumed += done
         batch.successful += successful
+        self.rows_digest = (self.rows_digest + digest) & 0xFFFF_FFFF_FFFF_FFFF
         return done
 
 
