@@ -55,7 +55,14 @@ from uploader.sources import Source, open_source
 from uploader.sources.shard import ShardFilter
 from uploader.states import RejectReason
 
-__all__ = ["BatchFile", "ChunkSummary", "Chunker", "read_batch_header", "read_batch_rows"]
+__all__ = [
+    "BatchFile",
+    "ChunkSummary",
+    "Chunker",
+    "decode_row",
+    "read_batch_header",
+    "read_batch_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,7 @@ class ChunkSummary:
     warnings: tuple[str, ...] = ()  # about the input as a whole, for the summary and report
     sample: tuple[tuple[int, builtins.bytes], ...] = ()  # (input line, encoded row), first rows
     limited: bool = False  # reading stopped at input.limit records
+    short_lines: tuple[int, ...] = ()  # input lines of the first short rows
 
     @property
     def rows_rejected(self) -> int:
@@ -405,6 +413,7 @@ class Chunker:
             warnings=tuple(notes.warnings(plan, read, limited=limited)),
             sample=tuple(sample),
             limited=limited,
+            short_lines=tuple(notes.short_lines),
         )
 
     def _remove_stale(self, last_seq: int) -> None:
@@ -440,17 +449,17 @@ class _InputNotes:
     """What is worth telling about the input as a whole: short rows, a likely encoding."""
 
     _SAMPLES = 50  # bad_encoding rows looked at to guess the export's real encoding
+    _SHORT_LINES = 20  # lines of short rows kept as examples
 
     def __init__(self, settings: InputSettings) -> None:
         self._settings = settings
         self.short_count = 0
-        self._first_short: int | None = None
+        self.short_lines: list[int] = []
         self._undecodable = bytearray()
         self._bad_encoding = 0
 
     def short(self, lines: list[int]) -> None:
-        if lines and self._first_short is None:
-            self._first_short = lines[0]
+        self.short_lines += lines[: self._SHORT_LINES - len(self.short_lines)]
         self.short_count += len(lines)
 
     def rejected(self, bad: Sequence[Reject]) -> None:
@@ -474,7 +483,7 @@ class _InputNotes:
         if self.short_count and not plan.reject_short:
             out.append(
                 f"{self.short_count:,} rows have fewer fields than the header (first at line "
-                f"{self._first_short}): padded with empty values; input.short_rows = "
+                f"{self.short_lines[0]}): padded with empty values; input.short_rows = "
                 '"reject" (--short-rows reject) refuses them'
             )
         if self._bad_encoding:
@@ -529,10 +538,15 @@ def _decode_lines(path: Path, raw_lines: Iterable[bytes]) -> Iterator[list[str]]
             if not line.startswith(b"batch="):
                 raise InputError(f"{path}: not a batch file (it must start with 'batch=')")
             line, first = line[6:], False
-        yield [
-            unquote_to_bytes(v.replace(b"+", b" ")).decode("utf-8", "surrogateescape")
-            for v in line.split(b",")
-        ]
+        yield decode_row(line)
+
+
+def decode_row(line: bytes) -> list[str]:
+    """One encoded batch line back to its values, as the server decodes form data."""
+    return [
+        unquote_to_bytes(v.replace(b"+", b" ")).decode("utf-8", "surrogateescape")
+        for v in line.split(b",")
+    ]
 
 
 def read_batch_header(path: Path) -> list[str]:

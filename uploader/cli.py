@@ -317,6 +317,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(split)
     _add_input(split)
 
+    check = sub.add_parser(
+        "check",
+        help="read the whole export and show what a run would send; no network",
+        formatter_class=_Formatter,
+    )
+    check.add_argument("input", metavar="INPUT", help="the export, as for run, or -")
+    check.add_argument("--json", action="store_true", help="print the findings as JSON")
+    check.add_argument(
+        "--show", type=int, default=5, metavar="N", help="examples shown per finding (default: 5)"
+    )
+    _add_config(check)
+    _add_input(check)
+
     submit = sub.add_parser(
         "submit", help="submit existing batch files and track them", formatter_class=_Formatter
     )
@@ -457,6 +470,13 @@ def _cmd_split(ns: argparse.Namespace) -> int:
     return run_split(ns.input, Path(ns.out), settings.input, settings.batch)
 
 
+def _cmd_check(ns: argparse.Namespace) -> int:
+    from uploader.check import run_check
+
+    settings = settings_from_args(ns, require_client=False)
+    return run_check(ns.input, settings.input, settings.batch, as_json=ns.json, show=ns.show)
+
+
 def _cmd_status(ns: argparse.Namespace) -> int:
     from uploader.commands import status_command
 
@@ -516,6 +536,7 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _cmd_run,
     "split": _cmd_split,
+    "check": _cmd_check,
     "submit": _cmd_submit,
     "status": _cmd_status,
     "report": _cmd_report,
