@@ -38,11 +38,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import chain, islice, tee
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, BinaryIO
 
 from uploader.errors import InputError
-from uploader.sources.stream import is_url, open_url
+from uploader.sources.stream import ClosingSource, is_url, open_url
 
 __all__ = ["BLOCK_ROWS", "ESCAPE", "CsvSource", "RecordBlock", "guess_encoding"]
 
@@ -203,7 +202,7 @@ def _text_encoding(encoding: str) -> str:
     return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
-class CsvSource:
+class CsvSource(ClosingSource):
     """An open export: its header, then its records in blocks.
 
     Opening reads the header, so every whole-input problem (unreadable file,
@@ -406,14 +405,3 @@ class CsvSource:
         finally:
             if self._binary is not None:
                 self._binary.close()
-
-    def __enter__(self) -> CsvSource:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from itertools import islice
-from types import TracebackType
 from typing import Any
 
 from uploader.errors import InputError
 from uploader.source import BLOCK_ROWS, RecordBlock
 from uploader.sources.render import JsonNumber, render_value
-from uploader.sources.stream import open_input
+from uploader.sources.stream import ClosingSource, open_input
 
 __all__ = ["JsonLinesSource"]
 
@@ -28,7 +27,7 @@ __all__ = ["JsonLinesSource"]
 _decode = json.JSONDecoder(parse_float=JsonNumber, parse_int=JsonNumber).decode
 
 
-class JsonLinesSource:
+class JsonLinesSource(ClosingSource):
     """An open JSON Lines export, with the same shape as ``CsvSource``."""
 
     def __init__(self, name: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -115,14 +114,3 @@ class JsonLinesSource:
 
     def close(self) -> None:
         self._stream.close()
-
-    def __enter__(self) -> JsonLinesSource:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

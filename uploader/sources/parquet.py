@@ -14,13 +14,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator, Mapping
-from types import TracebackType
 from typing import Any
 
 from uploader.errors import InputError
 from uploader.source import BLOCK_ROWS, RecordBlock
 from uploader.sources.render import render_value
-from uploader.sources.stream import open_input
+from uploader.sources.stream import ClosingSource, open_input
 
 __all__ = ["ParquetSource"]
 
@@ -44,7 +43,7 @@ def _pyarrow() -> tuple[Any, Any, Any]:
     return pa, pc, pq
 
 
-class ParquetSource:
+class ParquetSource(ClosingSource):
     """An open Parquet export, with the same shape as ``CsvSource``."""
 
     header_line = 0  # no header line: records are numbered from 1
@@ -98,14 +97,3 @@ class ParquetSource:
 
     def close(self) -> None:
         self._stream.close()
-
-    def __enter__(self) -> ParquetSource:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

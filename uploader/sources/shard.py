@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
 
 from uploader.settings import parse_shard
 from uploader.source import BLOCK_ROWS, RecordBlock
+from uploader.sources.stream import ClosingSource
 
 __all__ = ["ShardFilter", "parse_shard", "shard_of"]
 
@@ -44,7 +44,7 @@ class _ShardBlock(RecordBlock):
         return self.whole.record_text(line)
 
 
-class ShardFilter:
+class ShardFilter(ClosingSource):
     """A source that yields only the records of one shard; ``skipped`` counts the others."""
 
     def __init__(self, source: Source, shard: tuple[int, int], id_column: str | None) -> None:
@@ -73,14 +73,3 @@ class ShardFilter:
 
     def close(self) -> None:
         self.inner.close()
-
-    def __enter__(self) -> ShardFilter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
