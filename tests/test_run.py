@@ -141,11 +141,12 @@ async def test_dropped_connections_are_resent_and_counted(
 
 
 async def test_stuck_batches_are_resubmitted_then_failed(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+    emulator_factory: EmulatorFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     emu = await emulator_factory(stuck_rate=0.3, seed=11)
     src = export(tmp_path, 400)
-    outcome = await run(emu, src, tmp_path / "work", batch__max_rows=20)
+    with caplog.at_level(logging.INFO, logger="uploader"):
+        outcome = await run(emu, src, tmp_path / "work", batch__max_rows=20)
     report = read_report(tmp_path / "work")
     stuck_total = emu.stats()["stuck"]
     assert stuck_total > 0
@@ -155,6 +156,8 @@ async def test_stuck_batches_are_resubmitted_then_failed(
     assert len(failed) + len(complete) == 20
     # every failed batch was stuck twice: sent, stuck, sent again, stuck again
     assert all(b.submits == 2 for b in failed)
+    logged = sorted(r.getMessage() for r in caplog.records if "failed: stuck" in r.getMessage())
+    assert logged == [f"batch {b.seq:06d} failed: stuck after 2 submits" for b in failed]
     assert report["batches"]["resubmitted"] == stuck_total - len(failed)
     counts = rows_of(report)
     assert counts["failed"] == 20 * len(failed)

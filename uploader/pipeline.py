@@ -198,6 +198,7 @@ class _Run:
         else:
             self.journal.record_failed(seq, f"stuck after {record.submits} submits")
             self.submitter.stats.batches_failed += 1
+            log.warning("batch %06d failed: stuck after %d submits", seq, record.submits)
             self.final(seq)
 
     # -- resume -----------------------------------------------------------------

@@ -123,7 +123,8 @@ def _eta_text(s: dict[str, Any], rate: float | None) -> str:
     eta = eta_s(s, rate)
     if s["chunk_done"] and s["rows_accepted"] >= s["rows_known"]:
         waiting = int(s["batches_known"]) - int(s["batches_final"])
-        return f"all accepted; {waiting} batches to complete" if waiting else "all final"
+        plural = "batch" if waiting == 1 else "batches"
+        return f"all accepted; {waiting} {plural} to complete" if waiting else "all final"
     return f"ETA {_duration(eta)} to all accepted" if eta is not None else "ETA not known yet"
 
 
