@@ -26,7 +26,7 @@ from benchmarks.common import RESULTS_DIR, Figure, out_dir, run_module
 from uploader.bench import machine_info
 
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
-ORDER = ("split", "submit", "curl", "wire", "memory", "overnight", "verify", "sources")
+ORDER = ("split", "submit", "curl", "wire", "memory", "hostile", "overnight", "verify", "sources")
 
 
 def _argv(name: str, quick: bool, full: bool, out: Path) -> list[str]:

@@ -20,6 +20,7 @@ beginning, in the words ``responses.py`` uses.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NoReturn
@@ -194,7 +195,9 @@ class XmlReader:
             if len(self._doc.profiles) < self._max_profiles:
                 self._doc.profiles.append(
                     ProfileStatus(
-                        entry["id"], entry["status"].lower(), entry.get("message") or None
+                        entry["id"],
+                        sys.intern(entry["status"].lower()),
+                        entry.get("message") or None,
                     )
                 )
             else:
