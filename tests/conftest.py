@@ -42,3 +42,10 @@ async def emulator_factory() -> AsyncIterator[EmulatorFactory]:
 async def emulator(emulator_factory: EmulatorFactory) -> Emulator:
     """A fault-free emulator applying 1e6 rows per second."""
     return await emulator_factory()
+
+
+@pytest.fixture(autouse=True)
+def _not_in_github_actions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests that run the CLI must not annotate or summarise the job running the tests."""
+    for name in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_WORKSPACE"):
+        monkeypatch.delenv(name, raising=False)

@@ -59,6 +59,7 @@ _RUN_FLAGS = {
     "fresh": "run.fresh",
     "report": "run.report",
     "junit": "run.junit",
+    "summary_md": "run.summary_md",
     "progress": "run.progress",
     "loop": "run.loop",
     "log_format": "run.log_format",
@@ -199,6 +200,12 @@ def _add_run(p: argparse.ArgumentParser) -> None:
         "--report", metavar="PATH", help="also write report.json here (default: WORK_DIR only)"
     )
     g.add_argument("--junit", metavar="PATH", help="write a JUnit XML report (default: none)")
+    g.add_argument(
+        "--summary-md",
+        metavar="FILE",
+        help="write a Markdown job summary; inside GitHub Actions it is also appended to "
+        "GITHUB_STEP_SUMMARY (default: none)",
+    )
     g.add_argument(
         "--progress",
         choices=("auto", "bar", "log", "none"),

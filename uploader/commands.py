@@ -133,7 +133,8 @@ def _execute(
     local = files is None and input_name != "-" and not is_url(input_name)
     if local and not Path(input_name).is_file():
         what = "is a directory, not a CSV file" if Path(input_name).is_dir() else "no such file"
-        _error_report(job_id, work_dir, settings, f"{input_name}: {what}")
+        report = _error_report(job_id, work_dir, settings, f"{input_name}: {what}")
+        _publish(report, settings, input_name, work_dir, files)
         raise InputError(f"{input_name}: {what}")
     display = progress_display(settings.run.progress, log_format=settings.run.log_format)
     try:
@@ -145,8 +146,10 @@ def _execute(
         )
     except UploaderError as exc:
         if exc.exit_code == 2:
-            _error_report(job_id, work_dir, settings, str(exc))
+            report = _error_report(job_id, work_dir, settings, str(exc))
+            _publish(report, settings, input_name, work_dir, files)
         raise
+    _publish(outcome.report, settings, input_name, work_dir, files)
     error = outcome.report.get("error")
     if outcome.exit_code == 2 and error:
         # Nothing was sent: one line says why; report.json has the rest.
@@ -165,15 +168,32 @@ def _summary(report: dict[str, Any], log_format: str) -> str:
     return json_line("info", "summary", headline, **{k: report.get(k) for k in keys + more})
 
 
-def _error_report(job_id: str, work_dir: Path, settings: Settings, message: str) -> None:
-    """Exit 2 still leaves a report.json saying why (nothing was sent).
+def _publish(
+    report: dict[str, Any],
+    settings: Settings,
+    input_name: str,
+    work_dir: Path,
+    files: list[Path] | None,
+) -> None:
+    """The job summary and annotations for the CI the run is in (see ``ci.py``)."""
+    from uploader import ci
 
-    Not when the work dir already holds a journal: its report belongs to that
-    run (the error may be that this input is not that run's input).
+    ci.publish(
+        report,
+        settings=settings,
+        input_name=None if files is not None else input_name,
+        work_dir=work_dir,
+        stdout=sys.stdout,
+    )
+
+
+def _error_report(job_id: str, work_dir: Path, settings: Settings, message: str) -> dict[str, Any]:
+    """Exit 2 still leaves a report.json saying why (nothing was sent); returns it.
+
+    Not written when the work dir already holds a journal: its report belongs
+    to that run (the error may be that this input is not that run's input).
     """
     target = settings.run.report or work_dir / "report.json"
-    if settings.run.report is None and (work_dir / "journal.sqlite").exists():
-        return
     report = reporting.build_report(
         job_id=job_id,
         batches=[],
@@ -186,8 +206,11 @@ def _error_report(job_id: str, work_dir: Path, settings: Settings, message: str)
         interrupted=False,
         error=message,
     )
+    if settings.run.report is None and (work_dir / "journal.sqlite").exists():
+        return report
     work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     reporting.write_report(target, report)
+    return report
 
 
 def _elapsed(journal: Journal) -> float:

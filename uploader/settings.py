@@ -235,6 +235,7 @@ class RunSettings:
     log_format: str = "text"  # "json": one JSON object per log line
     metrics_port: int | None = None  # serve Prometheus /metrics on 127.0.0.1:PORT
     metrics_textfile: Path | None = None  # rewrite this file for node_exporter
+    summary_md: Path | None = None  # a Markdown job summary (GITHUB_STEP_SUMMARY gets one too)
 
     def __post_init__(self) -> None:
         _one_of("run.progress", self.progress, _PROGRESS)
@@ -242,7 +243,7 @@ class RunSettings:
         _one_of("run.log_format", self.log_format, _LOG_FORMATS)
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"run.metrics_port must be 0..65535; got {self.metrics_port}")
-        for name in ("work_dir", "report", "junit", "metrics_textfile"):
+        for name in ("work_dir", "report", "junit", "metrics_textfile", "summary_md"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
