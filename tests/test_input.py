@@ -22,6 +22,7 @@ from uploader.chunk import Chunker, ChunkSummary, read_batch_rows
 from uploader.emulator import Emulator
 from uploader.errors import InputError
 from uploader.pipeline import run_pipeline
+from uploader.report import render_summary
 from uploader.settings import BatchSettings, InputSettings, load_settings
 from uploader.source import ESCAPE
 from uploader.workdir import default_job_id
@@ -335,3 +336,17 @@ def test_a_trial_load_has_its_own_work_dir() -> None:
     full = default_job_id("e.csv", load_settings(None, base, {}))
     trial = default_job_id("e.csv", load_settings(None, {**base, "input.limit": 100}, {}))
     assert trial == full + "-first100"
+
+
+async def test_short_rows_are_in_the_report_and_the_summary(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    emu = await emulator_factory()
+    outcome = await run(emu, write(tmp_path, SHORT), tmp_path / "work")
+    assert outcome.exit_code == 0
+    report = read_report(tmp_path / "work")
+    assert report["short_rows"] == 3
+    warning = report["warnings"][0]
+    assert warning.startswith("3 rows have fewer fields than the header (first at line 3)")
+    assert f"warning   {warning}" in render_summary(report).splitlines()
+    assert stored_profiles(emu, ["C2", "C3"]) == {"C2": {"a": "1"}, "C3": {}}

@@ -245,10 +245,11 @@ class Reject:
 
 
 def _all_valid(rows: Sequence[list[str]], plan: ColumnPlan) -> bool:
-    """True when every row of the block is full width and has a plain id (conservative)."""
+    """True when no row of the block can be rejected before encoding (conservative)."""
     if not rows:
         return True
-    if max(map(len, rows)) > plan.width or min(map(len, rows)) < plan.width:
+    shortest = plan.width if plan.reject_short else plan.id_index + 1
+    if max(map(len, rows)) > plan.width or min(map(len, rows)) < shortest:
         return False
     ids = list(map(operator.itemgetter(plan.id_index), rows))
     if not all(ids) or ids != list(map(str.strip, ids)):
@@ -281,7 +282,10 @@ def check_rows(rows: Sequence[list[str]], lines: Sequence[int], plan: ColumnPlan
     width, idx, third_party = plan.width, plan.id_index, plan.third_party
     if _all_valid(rows, plan):  # the common case, checked with C-level calls only
         keep_all: list[Sequence[str]] = list(rows) if project is None else list(map(project, rows))
-        return Checked(keep_all, list(lines), list(rows), [], [])
+        short: list[int] = []
+        if min(map(len, rows), default=width) < width:  # padded: encoding trims empty fields
+            short = [line for row, line in zip(rows, lines, strict=True) if len(row) < width]
+        return Checked(keep_all, list(lines), list(rows), [], short)
     out = Checked([], [], [], [], [])
     for row, line in zip(rows, lines, strict=True):
         value = row[idx] if len(row) > idx else ""
