@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar, get_type_hints
 from urllib.parse import urlsplit
 
+from uploader.config_types import closest, convert, toml_type
 from uploader.errors import ConfigError
 from uploader.pacing import parse_window, resolve_timezone
 
@@ -36,6 +38,7 @@ __all__ = [
     "SubmitSettings",
     "TargetSettings",
     "is_loopback_host",
+    "known_keys",
     "load_settings",
     "parse_shard",
 ]
@@ -59,6 +62,8 @@ _FORMATS = ("auto", "csv", "parquet", "jsonl")
 _LOG_FORMATS = ("text", "json")
 _SHORT_ROWS = ("pad", "reject")
 _DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ",", "pipe": "|"}
+T = TypeVar("T")
+_CLIENT_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -86,21 +91,28 @@ class TargetSettings:
     def __post_init__(self) -> None:
         if not self.client or not self.client.strip():
             raise ConfigError("target.client is required (--client CODE): the Target client code")
-        if any(c in self.client for c in "/?#% "):
-            raise ConfigError(f"target.client {self.client!r} is not a valid client code")
+        if not _CLIENT_CODE.fullmatch(self.client):
+            raise ConfigError(
+                f"target.client {self.client!r} is not a valid client code "
+                "(letters, digits, '-' and '_': it is part of a host name and of every path)"
+            )
         if not self.base_url:
             object.__setattr__(self, "base_url", f"https://{self.client}.tt.omtrdc.net")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         _one_of("target.api", self.api, _API_VERSIONS)
-        parts = urlsplit(self.base_url)
+        try:
+            parts = urlsplit(self.base_url)
+            scheme, hostname = parts.scheme, parts.hostname
+        except ValueError:  # "http://[" and the like; not echoed: it may hold a password
+            raise ConfigError("target.base_url is not a valid URL") from None
         if "@" in parts.netloc:  # never echo it: the part before @ may be a password
             raise ConfigError(
                 "target.base_url must not hold credentials (user:password@host); "
                 f"put the token in the environment variable {self.token_env} instead"
             )
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if scheme not in ("http", "https") or not hostname:
             raise ConfigError(f"target.base_url {self.base_url!r} is not an http(s) URL")
-        if parts.scheme == "http" and not (self.allow_http or is_loopback_host(parts.hostname)):
+        if scheme == "http" and not (self.allow_http or is_loopback_host(hostname)):
             raise ConfigError(
                 f"target.base_url {self.base_url!r} uses plain http to a non-loopback host; "
                 "use https, or pass --allow-http (target.allow_http = true) to accept sending "
@@ -149,7 +161,7 @@ class InputSettings:
             raise ConfigError(f"input.delimiter must be one character, got {self.delimiter!r}")
         try:
             "".encode(self.encoding)
-        except LookupError:
+        except (LookupError, ValueError):  # ValueError: a NUL in the name
             raise ConfigError(f"input.encoding {self.encoding!r} is not a known encoding") from None
         object.__setattr__(self, "rename", MappingProxyType(dict(self.rename)))
         if self.columns is not None:
@@ -315,11 +327,16 @@ def load_settings(
     ``overrides`` uses dotted keys (``"submit.concurrency"``); ``None`` values
     mean "flag not given" and are ignored. The token is read from the
     environment variable named by ``target.token_env``, never from a file.
+    Every problem is one ``ConfigError`` line naming the file (or "command
+    line"), the key, what was expected and, for a misspelt key, the nearest one.
     """
     environ = os.environ if environ is None else environ
-    raw: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    values: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    sources: dict[str, str] = {}  # dotted key -> where its value came from
     if config_path is not None:
-        _merge(raw, _read_toml(Path(config_path)), source=str(config_path))
+        source = str(config_path)
+        for key, value in _file_values(_read_toml(Path(config_path)), source):
+            _set(values, sources, key, value, source)
     fresh = False
     for key, value in (overrides or {}).items():
         if value is None:
@@ -327,110 +344,118 @@ def load_settings(
         if key == "run.fresh":
             fresh = bool(value)
             continue
-        section, _, name = key.partition(".")
-        _check_key(section, name, source="command line")
-        raw[section][name] = value
+        _check_key(key, source="command line")
+        _set(values, sources, key, value, "command line")
     if not require_client:
-        raw["target"].setdefault("client", "unset")
-    if not raw["target"].get("client"):
-        raise ConfigError("target.client is required: pass --client CODE or set it in the config")
-    token_env = raw["target"].get("token_env", "TARGET_PROFILE_TOKEN")
-    raw["target"]["token"] = environ.get(token_env) or None
-    try:
-        parts = {name: _build(cls, name, raw[name]) for name, cls in _SECTIONS.items()}
-    except TypeError as exc:  # a required key is missing
-        raise ConfigError(f"configuration incomplete: {exc}") from exc
-    parts["run"] = replace(parts["run"], fresh=fresh)
-    if "max_bytes" in raw["batch"] and parts["batch"].max_bytes < MIN_BATCH_BYTES:
+        values["target"].setdefault("client", "unset")
+    if not values["target"].get("client"):
+        where = f"{sources['target.client']}: " if "target.client" in sources else ""
         raise ConfigError(
-            f"batch.max_bytes {parts['batch'].max_bytes} cannot hold one row of the maximum "
-            f"size (a {MAX_PROFILE_BYTES // 1024} KB profile is up to {3 * MAX_PROFILE_BYTES:,} "
-            f"bytes once percent-encoded); use at least {MIN_BATCH_BYTES}"
+            f"{where}target.client is required: pass --client CODE or set it in the config"
         )
-    return Settings(**parts)
+    token_env = values["target"].get("token_env", "TARGET_PROFILE_TOKEN")
+    values["target"]["token"] = environ.get(token_env) or None
+    parts = {name: _build(cls, values[name], sources) for name, cls in _SECTIONS.items()}
+    parts["run"] = replace(parts["run"], fresh=fresh)
+    if "max_bytes" in values["batch"] and parts["batch"].max_bytes < MIN_BATCH_BYTES:
+        raise ConfigError(
+            f"{sources['batch.max_bytes']}: batch.max_bytes {parts['batch'].max_bytes} cannot "
+            f"hold one row of the maximum size (a {MAX_PROFILE_BYTES // 1024} KB profile is up "
+            f"to {3 * MAX_PROFILE_BYTES:,} bytes once percent-encoded); "
+            f"use at least {MIN_BATCH_BYTES}"
+        )
+    return _build(Settings, parts, sources)  # checks across sections
+
+
+def known_keys() -> list[str]:
+    """Every dotted key a config file or flag may set, in section order."""
+    return [
+        f"{section}.{f.name}"
+        for section, cls in _SECTIONS.items()
+        for f in fields(cls)
+        if (section, f.name) not in _HIDDEN
+    ]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: cannot read config file: is a directory") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text ({exc.reason})") from exc
 
 
-def _merge(raw: dict[str, dict[str, Any]], data: dict[str, Any], *, source: str) -> None:
-    for section, values in data.items():
+def _file_values(data: dict[str, Any], source: str) -> list[tuple[str, Any]]:
+    """The dotted keys of a parsed file; unknown or misplaced keys refused."""
+    out = []
+    for section, table in data.items():
         if section not in _SECTIONS:
-            known = ", ".join(_SECTIONS)
-            raise ConfigError(f"{source}: unknown section [{section}] (known: {known})")
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: [{section}] must be a table")
-        for name, value in values.items():
-            _check_key(section, name, source=source)
-            raw[section][name] = value
+            if isinstance(table, dict):
+                hint = closest(section, _SECTIONS)
+                near = f"; did you mean [{hint}]?" if hint else f" (known: {', '.join(_SECTIONS)})"
+                raise ConfigError(f"{source}: unknown config table [{section}]{near}")
+            _check_key(section, source=source)  # a bare key outside any table
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{source}: {section} must be a table ([{section}]), got {toml_type(table)}"
+            )
+        for name, value in table.items():
+            key = f"{section}.{name}"
+            _check_key(key, source=source)
+            out.append((key, value))
+    return out
 
 
-def _check_key(section: str, name: str, *, source: str) -> None:
-    cls = _SECTIONS.get(section)
-    names = {f.name for f in fields(cls)} if cls else set()
-    if cls is None or name not in names or (section, name) in _HIDDEN:
-        hint = " (the token is read only from the environment)" if name == "token" else ""
-        raise ConfigError(f"{source}: unknown config key {section}.{name}{hint}")
+def _check_key(key: str, *, source: str) -> None:
+    known = known_keys()
+    if key in known:
+        return
+    section, _, name = key.partition(".")
+    if name == "token":
+        raise ConfigError(
+            f"{source}: unknown config key {key} (the token is read only from the environment)"
+        )
+    hint = closest(key, known)
+    if hint is None:  # a key in the wrong table, or a bare key: match the name alone
+        by_name = {k.partition(".")[2]: k for k in known}
+        found = closest(name or section, by_name)
+        hint = by_name[found] if found else None
+    near = f"; did you mean {hint}?" if hint else ""
+    raise ConfigError(f"{source}: unknown config key {key}{near}")
 
 
-def _build(cls: type[Any], section: str, values: dict[str, Any]) -> Any:
-    kinds = {f.name: f.type for f in fields(cls)}
-    converted = {}
-    for name, value in values.items():
-        converted[name] = _convert(f"{section}.{name}", str(kinds[name]), value)
-    return cls(**converted)
-
-
-def _convert(key: str, kind: str, value: Any) -> Any:
-    """Coerce a TOML or flag value to the field's type, with a clear message."""
-    if value is None:
-        return None
-    kind = kind.removesuffix(" | None")
+def _set(
+    values: dict[str, dict[str, Any]],
+    sources: dict[str, str],
+    key: str,
+    value: Any,
+    source: str,
+) -> None:
+    section, _, name = key.partition(".")
+    hint = get_type_hints(_SECTIONS[section])[name]
     try:
-        if kind == "bool":
-            if isinstance(value, str):
-                if value.lower() in ("true", "yes", "1", "on"):
-                    return True
-                if value.lower() in ("false", "no", "0", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if kind in ("int", "int | None"):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(value)
-            return int(value)
-        if kind == "float":
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if kind.startswith("tuple"):
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            if not isinstance(value, list | tuple):
-                raise ValueError(value)
-            return tuple(str(v) for v in value)
-        if kind.startswith("Mapping[str, Any]"):
-            if not isinstance(value, Mapping):
-                raise ValueError(value)
-            return dict(value)
-        if kind.startswith("Mapping"):
-            if not isinstance(value, Mapping):
-                raise ValueError(value)
-            return {str(k): str(v) for k, v in value.items()}
-        if kind.startswith("Path"):
-            return Path(value)
-        if not isinstance(value, str):
-            raise ValueError(value)
-        return value
-    except ValueError:
-        raise ConfigError(f"{key}: invalid value {value!r}") from None
+        values[section][name] = convert(key, hint, value)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    sources[key] = source
+
+
+def _build(cls: type[T], values: dict[str, Any], sources: Mapping[str, str]) -> T:
+    """Construct ``cls``; a message of its own checks gets the key's file or "command line"."""
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        key = str(exc).split(" ", 1)[0].rstrip(":")
+        source = sources.get(key)
+        if source is None or str(exc).startswith(source):
+            raise
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -450,5 +475,5 @@ def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def _positive(key: str, value: float) -> None:
-    if value <= 0:
+    if not value > 0:  # also refuses nan
         raise ConfigError(f"{key} must be greater than 0; got {value}")
