@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rich import filesize
+
 from benchmarks.common import out_dir
 from benchmarks.common import parser as common_parser
 from uploader.chunk import Chunker
@@ -152,9 +154,9 @@ def _measure(args: argparse.Namespace, data_dir: Path, results: Path) -> int:
         print(f"{name:24}{med:>10.3f}{size_mb / med:>10.1f}{args.rows / med:>12,.0f}   {shown}")
     print(f"ratio split / csv.reader: {result['ratio']:.2f}x (goal <= 3x, stretch 2x)")
     print(
-        f"peak RSS: interpreter {peaks['interpreter_kb'] / 1024:.1f} MiB, "
-        f"{result['peak_rss']['small_rows']:,} rows {peaks['small_kb'] / 1024:.1f} MiB, "
-        f"{args.rows:,} rows {peaks['large_kb'] / 1024:.1f} MiB"
+        f"peak RSS: interpreter {filesize.decimal(peaks['interpreter_kb'] * 1024)}, "
+        f"{result['peak_rss']['small_rows']:,} rows {filesize.decimal(peaks['small_kb'] * 1024)}, "
+        f"{args.rows:,} rows {filesize.decimal(peaks['large_kb'] * 1024)}"
     )
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(result, indent=2) + "\n")

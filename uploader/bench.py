@@ -36,6 +36,7 @@ import math
 import os
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -43,6 +44,8 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from rich import filesize
 
 from uploader.emulator import Emulator, EmulatorConfig
 from uploader.emulator.config import STORES, parse_latency
@@ -402,19 +405,16 @@ def batch_figures(
 
 
 def percentiles(values: Sequence[float], points: Sequence[int] = (50, 95, 99)) -> dict[str, Any]:
-    """Linear-interpolated percentiles (None when there are no values), and ``n``."""
-    ordered = sorted(values)
-    out: dict[str, Any] = {"n": len(ordered)}
+    """Percentiles with linear interpolation between the nearest values (the
+    standard library's "inclusive" method; None when there are no values), and ``n``."""
+    out: dict[str, Any] = {"n": len(values)}
+    if len(values) == 1:  # statistics.quantiles needs two points before Python 3.13
+        cuts = [float(values[0])] * 99
+    elif values:
+        cuts = statistics.quantiles(values, n=100, method="inclusive")
     for p in points:
-        out[f"p{p}"] = round(_percentile(ordered, p), 4) if ordered else None
+        out[f"p{p}"] = round(cuts[p - 1], 4) if values else None
     return out
-
-
-def _percentile(ordered: Sequence[float], p: float) -> float:
-    pos = (len(ordered) - 1) * p / 100.0
-    low = math.floor(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def _f(value: float | None) -> float:
@@ -465,9 +465,10 @@ def _table_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         where += f" (emulator: latency {lat} ms, max in flight {t['max_inflight']}, "
         where += f"apply {t['apply_rate']:g} rows/s)"
     s = r["settings"]
+    size = filesize.decimal(r["bytes"])
     return [
         ("target", where),
-        ("rows / batches / bytes", f"{r['rows']:,} / {r['batches']:,} / {r['bytes'] / MB:,.1f} MB"),
+        ("rows / batches / size", f"{r['rows']:,} / {r['batches']:,} / {size}"),
         ("concurrency / batch rows", f"{s['concurrency']} / {s['max_batch_rows']:,}"),
         ("submit window", f"{r['submit_window_s']:.3f} s"),
         ("throughput rows/s", _num(tp["rows_per_s"], ",.0f")),

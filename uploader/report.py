@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from rich import filesize
+
 from uploader.journal import BatchRecord
 from uploader.states import BatchState
 
@@ -470,7 +472,7 @@ def render_summary(report: Mapping[str, Any]) -> str:
         _line("", rows, ("successful", "failed", "not_found", "pending")),
         _line("batches", batches, tuple(batches)),
         _line("requests", requests, _REQUESTS),
-        f"{'sent':<10}{_human_bytes(report['bytes_submitted'])} in "
+        f"{'sent':<10}{filesize.decimal(report['bytes_submitted'])} in "
         f"{_human_duration(report['elapsed_s'])}, {report['rows_per_s']:,.1f} rows/s",
     ]
     outputs = [(k, v) for k, v in report.get("outputs", {}).items() if v]
@@ -558,14 +560,6 @@ def _hint(report: Mapping[str, Any]) -> str:
             hints.append(f"feed {outputs['failed_rows']} back with `uploader run`")
         return "; ".join(hints) or "see rejects.csv and failed.csv in the work dir"
     return ""
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _human_duration(seconds: float) -> str:

@@ -12,18 +12,12 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from rich import filesize
+
 from uploader.chunk import Chunker, ChunkSummary
 from uploader.settings import BatchSettings, InputSettings
 
 __all__ = ["render_split_summary", "run_split"]
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    raise AssertionError("unreachable")
 
 
 def render_split_summary(input: str, summary: ChunkSummary) -> str:
@@ -39,7 +33,7 @@ def render_split_summary(input: str, summary: ChunkSummary) -> str:
         lines.append(f"    {reason.value:<16}{count:>10,}")
     if summary.short_rows:
         lines.append(f"  short rows     {summary.short_rows:>12,}")
-    lines.append(f"  batches        {summary.batches:>12,}  ({_size(summary.bytes)})")
+    lines.append(f"  batches        {summary.batches:>12,}  ({filesize.decimal(summary.bytes)})")
     if summary.files:
         lines.append(f"  batch files    {out / 'batches'}/")
         lines.append(
