@@ -26,7 +26,7 @@ async def test_status_of_a_run_that_could_not_connect(tmp_path: Path) -> None:
     assert s.code == 2
     lines = s.stdout.splitlines()
     assert lines[0].endswith(": ERROR (exit 2)")
-    assert lines[5].startswith("sent      0 B in ")
+    assert lines[5].startswith("sent      0 bytes in ")
     assert lines[-1].startswith("hint      error: cannot reach http://127.0.0.1:1: ")
     j = await uploader("status", "w", "--json", cwd=tmp_path)
     rep = json.loads(j.stdout)

@@ -20,7 +20,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from types import TracebackType
-from typing import IO, Any, BinaryIO, Self
+from typing import IO, Any, BinaryIO, Self, cast
 
 from uploader.errors import InputError
 
@@ -65,7 +65,8 @@ class InputStream:
     def __init__(self, name: str, raw: IO[bytes], *, ours: bool) -> None:
         self.name = name
         self.label = "<stdin>" if name == "-" else name
-        buffered: Any = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
+        # cast: typeshed before mypy 2 types BufferedReader's argument as RawIOBase only
+        buffered: Any = raw if hasattr(raw, "peek") else io.BufferedReader(cast(Any, raw))
         self._raw = buffered
         self._ours = ours
         self.compressed = buffered.peek(2)[:2] == b"\x1f\x8b"
