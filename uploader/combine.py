@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from uploader.report import _human_bytes, _human_duration, _line  # the summary's own styles
+from rich import filesize
+
+from uploader.report import _human_duration, _line  # the summary's own styles
 
 __all__ = ["combine", "render_combined", "shard_section"]
 
@@ -96,7 +98,7 @@ def render_combined(combined: Mapping[str, Any], reports: Sequence[Mapping[str, 
         _line("rows", rows, ("read", "rejected", "submitted")),
         _line("", rows, ("successful", "failed", "not_found", "pending")),
         _line("batches", batches, tuple(batches)),
-        f"{'sent':<10}{_human_bytes(combined['bytes_submitted'])} in "
+        f"{'sent':<10}{filesize.decimal(combined['bytes_submitted'])} in "
         f"{_human_duration(combined['elapsed_s'])} (longest run), "
         f"{combined['rows_per_s']:,.1f} rows/s",
     ]
