@@ -174,9 +174,12 @@ async def test_status_url_with_credentials_is_never_called(
 ) -> None:
     server = await hostile("userinfo")
     r = await run_against(server, tmp_path, "--status-timeout", "3")
-    report = clean_exit(r, r.code, tmp_path)
-    assert r.code in (1, 3)  # given up on, or still followed when the time ran out
-    assert server.seen.submits == BATCHES
+    assert r.code == 2  # every call would be refused: the run stops at once, batches accepted
+    assert "Traceback" not in r.stderr
+    report = json.loads((tmp_path / "w" / "report.json").read_text())
+    assert report["rows"]["failed"] == 0
+    assert report["error"].startswith("cannot call a status URL while following batches: ")
+    assert 1 <= server.seen.submits <= BATCHES
     assert server.seen.status_calls == 0
     assert report["rows"]["successful"] == 0
     assert "carries credentials" in r.stderr

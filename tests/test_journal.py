@@ -241,10 +241,15 @@ def test_other_input_is_refused_with_a_message_naming_it(tmp_path: Path) -> None
     with Journal(path) as j, pytest.raises(ConfigError) as err:
         j.start_run(other, fresh=False)
     assert str(err.value) == (
-        f"work dir {tmp_path} belongs to a run of input '/data/in.csv', not "
-        "'/data/other.csv' (input.path differs); use --fresh or another --work-dir"
+        f"work dir {tmp_path} holds a run of input '/data/in.csv', but this is another "
+        "input ('/data/other.csv'); use --fresh to start over with this input or another --work-dir"
     )
-    with Journal(path) as j, pytest.raises(ConfigError, match="run of target 'demo', not 'x'"):
+    with (
+        Journal(path) as j,
+        pytest.raises(
+            ConfigError, match=r"run of target 'demo', but target\.client is 'x' now, 'demo' then"
+        ),
+    ):
         j.start_run({**FP, "target": {"client": "x"}}, fresh=False)
 
 

@@ -322,7 +322,7 @@ async def test_other_input_in_same_work_dir_is_refused(
     b = export(other, 20, prefix="D")
     from uploader.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="use --fresh or another --work-dir"):
+    with pytest.raises(ConfigError, match="use --fresh to start over with this input or another"):
         await run(emu, b, tmp_path / "work")
     fresh = await run(emu, b, tmp_path / "work", run__fresh=True)
     assert fresh.exit_code == 0

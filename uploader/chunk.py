@@ -122,9 +122,11 @@ def _private_opener(path: str, flags: int) -> int:
 
 
 def _private_dir(path: Path) -> None:
+    """Create ``path`` owner-only (whatever the umask); an existing one keeps its mode."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.chmod(0o700)
+        if not path.is_dir():
+            path.mkdir(mode=0o700, parents=True)
+            path.chmod(0o700)  # never a directory we did not create
     except OSError as exc:
         raise ConfigError(f"{path}: cannot create output directory: {exc.strerror}") from exc
 
@@ -172,6 +174,7 @@ class _BatchSink:
         *,
         skip_through_seq: int,
         on_batch: Callable[[BatchFile], None] | None,
+        on_regenerated: Callable[[BatchFile], None] | None,
         fsync: bool,
     ) -> None:
         self._dir = out_dir / "batches"
@@ -180,6 +183,7 @@ class _BatchSink:
         self._max_bytes = limits.max_bytes - 1  # a file must stay *under* max_bytes
         self._skip = skip_through_seq
         self._on_batch = on_batch
+        self._on_regenerated = on_regenerated
         self._fsync = fsync
         self._manifest = open(  # noqa: SIM115 - closed in close()
             out_dir / "manifest.jsonl", "w", encoding="utf-8", opener=_private_opener
@@ -257,8 +261,11 @@ class _BatchSink:
         }
         self._manifest.write(json.dumps(entry) + "\n")
         self._manifest.flush()
-        if self._on_batch is not None and batch.seq > self._skip:
-            self._on_batch(batch)
+        if batch.seq > self._skip:
+            if self._on_batch is not None:
+                self._on_batch(batch)
+        elif self._on_regenerated is not None:
+            self._on_regenerated(batch)
         return batch
 
     def discard(self) -> int:
@@ -284,9 +291,11 @@ class Chunker:
 
     ``on_batch`` is called in the chunker's thread after each new file is
     closed and may block (backpressure). ``skip_through_seq`` (resume): batches
-    with a seq up to it are encoded and counted but neither written nor passed
-    to ``on_batch``. ``stop`` is checked between blocks of rows; the unfinished
-    file is then deleted and the summary says ``stopped``.
+    with a seq up to it are encoded, hashed and counted but neither written nor
+    passed to ``on_batch``; ``on_regenerated`` gets each of them instead (with
+    its sha256), so the caller can check the input is the one it recorded.
+    ``stop`` is checked between blocks of rows; the unfinished file is then
+    deleted and the summary says ``stopped``.
     """
 
     def __init__(
@@ -297,6 +306,7 @@ class Chunker:
         batch_settings: BatchSettings,
         *,
         on_batch: Callable[[BatchFile], None] | None = None,
+        on_regenerated: Callable[[BatchFile], None] | None = None,
         skip_through_seq: int = 0,
         stop: threading.Event | None = None,
         fsync: bool = True,
@@ -307,6 +317,7 @@ class Chunker:
         self.input_settings = input_settings
         self.batch_settings = batch_settings
         self.on_batch = on_batch
+        self.on_regenerated = on_regenerated
         self.skip_through_seq = skip_through_seq
         self.stop = stop
         self.fsync = fsync
@@ -347,6 +358,7 @@ class Chunker:
             self.batch_settings,
             skip_through_seq=self.skip_through_seq,
             on_batch=self.on_batch,
+            on_regenerated=self.on_regenerated,
             fsync=self.fsync,
         )
         counts: Counter[RejectReason] = Counter()
@@ -389,7 +401,8 @@ class Chunker:
                     break
             if not stopped:
                 sink.finish()
-                self._remove_stale(sink.seq)
+                # Never files a resumed run recorded, even if this input is shorter.
+                self._remove_stale(max(sink.seq, self.skip_through_seq))
             else:
                 dropped = sink.discard()
                 read -= dropped

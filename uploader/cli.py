@@ -28,7 +28,7 @@ __all__ = ["build_parser", "main"]
 
 T = TypeVar("T")
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
 # flag dest -> config key
 _TARGET_FLAGS = {
@@ -294,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bulk-load visitor profiles into Adobe Target: streamed, concurrent, "
         "resumable, and accounted for row by row.",
         epilog="Exit codes: 0 all rows successful; 1 finished with rejected or failed rows; "
-        "2 usage/config/input error, nothing sent; 3 not finished yet, run the same command again.",
+        "2 usage/config/input error, nothing sent; 3 not finished yet, run the same command again; "
+        "4 internal error (the journal is intact).",
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"uploader {__version__}")
@@ -587,4 +588,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             "internal_error",
             f"uploader: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
         )
-        return EXIT_PARTIAL
+        return EXIT_INTERNAL

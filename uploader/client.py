@@ -362,7 +362,7 @@ class TargetClient:
         url = submit_url(self._settings)
         batch = Path(path)
         try:
-            fh = await aiofiles.open(batch, "rb")
+            fh = await _open_batch(batch)
         except OSError as exc:
             raise InputError(f"{batch}: cannot read batch file: {exc.strerror}") from exc
         try:
@@ -381,7 +381,7 @@ class TargetClient:
                 _raise_for_status(self._settings, "submit", url, reply, redact)
                 result = _storable(self._settings, submit_result(reader.close(), redact=redact))
         finally:
-            await fh.close()
+            await asyncio.shield(fh.close())  # closed even when the submit is cancelled
         log.debug("submitted %s (%d bytes) as batch %s", batch.name, size, result.batch_id)
         return result
 
@@ -468,3 +468,27 @@ async def _chunks(fh: AsyncBufferedReader) -> AsyncIterator[bytes]:
     """A batch body for aiohttp; its length is sent up front (``Content-Length``)."""
     while chunk := await fh.read(_BODY_CHUNK):
         yield chunk
+
+
+async def _open_batch(path: Path) -> Any:
+    """``aiofiles.open`` that does not leak the file when the submit is cancelled meanwhile.
+
+    A stop cancels submit workers; one cancelled while a thread opens its file
+    would otherwise never close it.
+    """
+    opening = asyncio.ensure_future(aiofiles.open(path, "rb"))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_opened)
+        raise
+
+
+_closing: set[asyncio.Future[Any]] = set()  # closes in flight (the loop keeps weak refs)
+
+
+def _close_opened(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        closing = asyncio.ensure_future(task.result().close())
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)

@@ -8,6 +8,7 @@ whatever happens, including errors that stop a run before it starts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -22,18 +23,34 @@ from uploader.journal import Journal
 from uploader.logs import json_line
 from uploader.pipeline import run_pipeline
 from uploader.progress import progress_display
+from uploader.report import EXIT_CODES
 from uploader.settings import Settings
 from uploader.sources import is_url
-from uploader.workdir import RunOutcome, default_job_id, running_pid
+from uploader.sources.spool import Spool, discard_spool, spool_stdin
+from uploader.workdir import RunOutcome, check_ours, default_job_id, running_pid
 
 __all__ = ["find_batch_files", "run_command", "status_command", "submit_command"]
 
 
 def run_command(input_name: str, settings: Settings) -> int:
-    """``uploader run INPUT``: chunk, submit, track; print the summary; return the exit code."""
-    job_id = default_job_id(input_name, settings)
-    work_dir = settings.run.work_dir or Path("uploader-runs") / job_id
-    return _execute(input_name, settings, job_id, work_dir, files=None)
+    """``uploader run INPUT``: chunk, submit, track; print the summary; return the exit code.
+
+    Standard input is spooled first (into the work dir, or ``uploader-runs/``
+    until its content names the job): see ``sources.spool``.
+    """
+    if input_name != "-":
+        job_id = default_job_id(input_name, settings)
+        work_dir = settings.run.work_dir or Path("uploader-runs") / job_id
+        return _execute(input_name, settings, job_id, work_dir, files=None)
+    if settings.run.work_dir is not None:
+        check_ours(settings.run.work_dir)
+    spool = spool_stdin(settings.run.work_dir or Path("uploader-runs"))
+    try:
+        job_id = default_job_id("-", settings, stdin_sha256=spool.sha256)
+        work_dir = settings.run.work_dir or Path("uploader-runs") / job_id
+        return _execute("-", settings, job_id, work_dir, files=None, stdin=spool)
+    finally:
+        discard_spool(spool)
 
 
 def submit_command(paths: list[Path], settings: Settings) -> int:
@@ -127,6 +144,7 @@ def _execute(
     work_dir: Path,
     *,
     files: list[Path] | None,
+    stdin: Spool | None = None,
 ) -> int:
     from uploader.cli import run_async
 
@@ -140,7 +158,13 @@ def _execute(
     try:
         outcome: RunOutcome = run_async(
             run_pipeline(
-                input_name, settings, work_dir, job_id=job_id, progress=display, files=files
+                input_name,
+                settings,
+                work_dir,
+                job_id=job_id,
+                progress=display,
+                files=files,
+                stdin=stdin,
             ),
             settings.run.loop,
         )
@@ -151,11 +175,20 @@ def _execute(
         raise
     _publish(outcome.report, settings, input_name, work_dir, files)
     error = outcome.report.get("error")
-    if outcome.exit_code == 2 and error:
-        # Nothing was sent: one line says why; report.json has the rest.
-        raise ConfigError(str(error))
+    if error and outcome.exit_code != EXIT_CODES["incomplete"]:
+        # Nothing more was sent (2) or a bug (4): one line says why; report.json has the rest.
+        print(_error_line(str(error)), file=sys.stderr)
+        return outcome.exit_code
     print(_summary(outcome.report, settings.run.log_format), file=sys.stderr)
+    if error:  # stopped part-way (3): the summary, then why
+        print(_error_line(str(error)), file=sys.stderr)
     return outcome.exit_code
+
+
+def _error_line(error: str) -> str:
+    if error.startswith("internal error"):
+        return f"uploader: {error}"
+    return f"uploader: error: {error}"
 
 
 def _summary(report: dict[str, Any], log_format: str) -> str:
@@ -208,8 +241,13 @@ def _error_report(job_id: str, work_dir: Path, settings: Settings, message: str)
     )
     if settings.run.report is None and (work_dir / "journal.sqlite").exists():
         return report
-    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    reporting.write_report(target, report)
+    try:
+        check_ours(work_dir)
+    except ConfigError:
+        return report  # not our directory: write nothing into it
+    with contextlib.suppress(OSError):  # the one-line error still says why (a full disk?)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        reporting.write_report(target, report)
     return report
 
 

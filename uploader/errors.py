@@ -10,6 +10,8 @@ a command.
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "AuthError",
     "BatchRejectedError",
@@ -21,10 +23,14 @@ __all__ = [
     "ProtocolError",
     "RetryableError",
     "ServerError",
+    "StorageError",
     "ThrottledError",
     "TransportError",
+    "UnusableURLError",
     "UploaderError",
     "WrongBatchError",
+    "storage_error",
+    "storage_problem",
 ]
 
 
@@ -108,6 +114,13 @@ class WrongBatchError(ProtocolError):
     """A status answer named another batch than the one asked for."""
 
 
+class UnusableURLError(ProtocolError):
+    """A URL the server named that we refuse to call (credentials in it, plain http...).
+
+    Asking again cannot help: every call of that URL meets the same refusal.
+    """
+
+
 class InputError(PermanentError):
     """The input as a whole cannot be used: nothing is sent."""
 
@@ -118,3 +131,42 @@ class ConfigError(PermanentError):
     """Bad configuration file, flag or environment: nothing is sent."""
 
     exit_code = 2
+
+
+class StorageError(UploaderError):
+    """The work dir cannot be written: full, over a file-size limit, or read-only.
+
+    Not a bug and not the input's fault: the message names the path and the
+    problem. Exit 2 when it stops a run before anything was sent; a run that
+    had sent batches ends with exit 3 (free space and run the same command).
+    """
+
+    exit_code = 2
+
+
+def storage_error(exc: BaseException, path: object = None) -> StorageError | None:
+    """``exc`` as a one-line StorageError naming the path, when it is about the disk."""
+    problem = storage_problem(exc)
+    if problem is None:
+        return None
+    where = getattr(exc, "filename", None) or path or "the work dir"
+    return StorageError(
+        f"cannot write {where}: {problem}; free space and run the same command again"
+    )
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """What is wrong with the disk, when ``exc`` is an OSError about the disk itself."""
+    if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+        return _STORAGE_ERRNOS[exc.errno]
+    return None
+
+
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EFBIG: "file too large (over the file-size limit, ulimit -f)",
+    errno.EROFS: "read-only file system",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from uploader.errors import ConfigError, UploaderError
+from uploader.errors import ConfigError, StorageError, UploaderError, storage_problem
 from uploader.states import BatchState, RemoteStatus, can_transition
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "BatchStatusLike",
     "Journal",
     "JournalError",
+    "JournalStorageError",
     "ProfileStatusLike",
     "Sample",
 ]
@@ -80,7 +81,8 @@ CREATE TABLE IF NOT EXISTS batches (
     failed INTEGER,
     submitted_at REAL,
     accepted_at REAL,
-    final_at REAL
+    final_at REAL,
+    stuck_resends INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS batches_state ON batches (state);
 CREATE TABLE IF NOT EXISTS profile_errors (
@@ -106,6 +108,31 @@ CREATE TABLE IF NOT EXISTS samples (
 
 class JournalError(UploaderError):
     """The journal cannot be used, or a caller asked for a change it must refuse."""
+
+    exit_code = 2  # an unusable journal stops a command before it acts
+
+
+class JournalStorageError(JournalError, StorageError):
+    """The journal's disk refused a write (full, file-size limit, read-only).
+
+    What was committed before stays committed: SQLite rolls the failed
+    transaction back, so the journal is intact and a rerun resumes from it.
+    """
+
+
+# SQLite primary result codes that mean "the disk", not "the journal": PERM,
+# READONLY, IOERR, FULL, CANTOPEN.
+_STORAGE_CODES = {3, 8, 10, 13, 14}
+
+
+def _journal_error(path: Path, exc: sqlite3.Error, what: str = "") -> JournalError:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _STORAGE_CODES:
+        return JournalStorageError(
+            f"cannot write the journal {path}: {exc}; free space (or fix the work dir's "
+            "permissions) and run the same command again"
+        )
+    return JournalError(f"{what or f'journal {path}: '}{exc}")
 
 
 class BatchFileLike(Protocol):
@@ -186,6 +213,7 @@ class BatchRecord:
     submitted_at: float | None
     accepted_at: float | None
     final_at: float | None
+    stuck_resends: int = 0  # times sent again because Target said `stuck` (not crash resends)
 
     @property
     def is_final(self) -> bool:
@@ -226,16 +254,20 @@ class Journal:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._depth = 0
-        _create_private(self.path)
+        try:
+            _create_private(self.path)
+        except OSError as exc:
+            problem = storage_problem(exc) or exc.strerror or str(exc)
+            raise JournalStorageError(f"cannot create the journal {self.path}: {problem}") from exc
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+            raise _journal_error(self.path, exc, f"cannot open journal {self.path}: ") from exc
         try:
             self._setup()
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise JournalError(f"{self.path} is not a usable journal: {exc}") from exc
+            raise _journal_error(self.path, exc, f"{self.path} is not a usable journal: ") from exc
         except JournalError:
             self._db.close()
             raise
@@ -248,6 +280,11 @@ class Journal:
         self._db.execute("PRAGMA synchronous = NORMAL")
         # executescript commits any open transaction first, so it runs on its own.
         self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(batches)")}
+        if "stuck_resends" not in columns:  # a journal written before the column existed
+            self._db.execute(
+                "ALTER TABLE batches ADD COLUMN stuck_resends INTEGER NOT NULL DEFAULT 0"
+            )
         with self._write():
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if row is None:
@@ -289,6 +326,8 @@ class Journal:
             try:
                 yield
             except sqlite3.Error as exc:
+                raise _journal_error(self.path, exc) from exc
+            except OverflowError as exc:  # an integer SQLite cannot store (over 2**63)
                 raise JournalError(f"journal {self.path}: {exc}") from exc
 
     @contextlib.contextmanager
@@ -336,13 +375,20 @@ class Journal:
             return False
 
     def _mismatch(self, key: str, old: Any, new: Any) -> str:
-        detail = ""
+        """One line saying what differs, so the user knows which run the dir holds."""
         if isinstance(old, dict) and isinstance(new, dict):
-            diffs = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-            detail = " (" + ", ".join(f"{key}.{k} differs" for k in diffs) + ")"
+            keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            if "path" in keys:  # another file altogether: its size and content say nothing more
+                keys = ["path"]
+            if "size" in keys and "head_sha256" in keys:  # one change, said once
+                keys.remove("head_sha256")
+            changes = [_change(key, k, old.get(k), new.get(k), old) for k in keys]
+        else:
+            changes = [f"the {key} differs ({_short(old)} then, {_short(new)} now)"]
         return (
-            f"work dir {self.path.parent} belongs to a run of {key} {_short(old)}, "
-            f"not {_short(new)}{detail}; use --fresh or another --work-dir"
+            f"work dir {self.path.parent} holds a run of {key} {_short(old)}, but "
+            f"{', '.join(changes)}; use --fresh to start over with this {key} "
+            "or another --work-dir"
         )
 
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -469,14 +515,18 @@ class Journal:
         """Put a stuck or interrupted batch back to WRITTEN, to be sent again.
 
         The previous batch id and remote counts describe a submit that no
-        longer counts, so they are cleared; ``submits`` keeps the history.
+        longer counts, so they are cleared; ``submits`` keeps the history and
+        ``stuck_resends`` counts the requeues of a stuck batch (the budget of
+        ``status.resubmit_stuck``), not those of a submit cut short by a crash.
         ``sent=False``: the server refused the submit or never got it, so it
         is taken back from ``submits`` and the next one is not a resend.
         """
         self._move(
             seq,
             BatchState.WRITTEN,
-            "batch_id = NULL, status_url = NULL, remote_status = NULL, batch_size = NULL,"
+            # Right-hand sides see the row before the update: `state` is the old state.
+            "stuck_resends = stuck_resends + (state = 'stuck'), batch_id = NULL,"
+            " status_url = NULL, remote_status = NULL, batch_size = NULL,"
             " consumed = NULL, successful = NULL, not_found = NULL, failed = NULL,"
             " accepted_at = NULL" + ("" if sent else ", submits = MAX(submits - 1, 0)"),
             (),
@@ -646,7 +696,26 @@ def _value(x: object) -> str:
     return str(getattr(x, "value", x))
 
 
+def _change(key: str, name: str, old: Any, new: Any, before: Mapping[str, Any]) -> str:
+    """How one identity field changed, in words."""
+    if key == "input" and name == "size" and before.get("path") == "-":
+        return f"standard input is {new} bytes now, {old} then"
+    if key == "input" and name == "size":
+        return f"the file changed: {new} bytes now, {old} then"
+    if key == "input" and name == "head_sha256":
+        return "the content of its first MiB changed"
+    if key == "input" and name == "sha256":
+        return (
+            f"standard input has other content (sha256 {str(new)[:12]} now, {str(old)[:12]} then)"
+        )
+    if key == "input" and name == "path":
+        return f"this is another input ({new!r})"
+    return f"{key}.{name} is {new!r} now, {old!r} then"
+
+
 def _short(value: Any) -> str:
+    if isinstance(value, dict) and value.get("path") == "-":
+        return "standard input"
     if isinstance(value, dict):
         for key in ("path", "name", "base_url", "client"):
             if key in value:

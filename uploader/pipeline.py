@@ -7,10 +7,16 @@
 ``run_pipeline`` resumes from the journal when one exists: complete and
 failed batches are left alone, accepted ones are polled again, written ones
 (and ones whose submit was in flight when the last run died) are sent, and
-the chunker continues after the last batch it had recorded. Disk use is
-bounded: the chunker blocks when ``batch.max_waiting`` files wait to be
-accepted. SIGINT/SIGTERM stop new work, give requests on the wire a short
-grace, and end with the journal intact (exit 3).
+the chunker continues after the last batch it had recorded. Resume is
+checked, not assumed: the chunker regenerates every recorded batch from the
+input and each must match the sha256 the journal holds; a batch of the last
+run is sent again only once its check passed, and the first difference stops
+the run (exit 2, "pass --fresh"). Disk use is bounded: the chunker blocks
+when ``batch.max_waiting`` files wait to be accepted. SIGINT/SIGTERM stop new
+work, give requests on the wire a short grace, and end with the journal
+intact (exit 3). An exception in any stage or callback ends the run the same
+way within seconds, with one line saying what failed: a full or read-only
+work dir (exit 2 before anything was sent, 3 after), a bug (exit 4).
 """
 
 from __future__ import annotations
@@ -29,14 +35,26 @@ from typing import Any
 
 from uploader.chunk import BatchFile, Chunker
 from uploader.client import TargetClient
-from uploader.errors import ConfigError, InputError, TransportError, UploaderError
+from uploader.errors import (
+    AuthError,
+    ConfigError,
+    InputError,
+    NotFoundError,
+    StorageError,
+    TransportError,
+    UnusableURLError,
+    UploaderError,
+    storage_error,
+)
 from uploader.journal import BatchRecord, Journal
 from uploader.metrics import RunMetrics
 from uploader.monitor import Monitor
 from uploader.pacing import Clock, Pacer, PacingStop, parse_window, resolve_timezone
 from uploader.poll import Poller
+from uploader.report import EXIT_INTERNAL
 from uploader.retry import Sleep
 from uploader.settings import Settings
+from uploader.sources.spool import Spool, discard_spool, keep_spool
 from uploader.states import BatchState
 from uploader.submit import SubmitJob, Submitter
 from uploader.workdir import (
@@ -74,6 +92,10 @@ class _Run:
         self.open: set[int] = set()  # batches not yet final
         self.unsent: set[int] = set()  # batches not yet accepted or failed
         self.holding: set[int] = set()  # unsent batches holding a `waiting` permit
+        self.held: dict[int, SubmitJob] = {}  # batches of the last run, sent once checked
+        self.verified_through = 0  # batches up to this seq match the input (see resume)
+        self.recorded = journal.max_seq()  # batches the journal held when this run started
+        self.verify_only = False  # chunking was done: the chunker only checks the input
         self.known = 0  # batches in the journal
         self.rows_known = 0  # rows in those batches
         self.chunker: Chunker | None = None  # while this run chunks: its input position
@@ -83,7 +105,9 @@ class _Run:
         self.changed = asyncio.Event()
         self.stop_requested = asyncio.Event()
         self.chunk_stop = threading.Event()
-        self.fatal: UploaderError | None = None
+        self.fatal: UploaderError | None = None  # stops the run, exit 2
+        self.lost: str | None = None  # the server went away mid-run, exit 3
+        self.crashed: BaseException | None = None  # anything unexpected, in any stage
         self.paused: PacingStop | None = None  # a pacing limit ended this run's submits
         self.last_progress_s = time.time()  # a batch accepted or final (for metrics)
         self.waiting = threading.Semaphore(settings.batch.max_waiting)
@@ -100,17 +124,60 @@ class _Run:
             on_paused=self.pause,
         )
         self.poller = Poller(
-            client, journal, settings.status, on_final=self.final, on_stuck=self.stuck
+            client,
+            journal,
+            settings.status,
+            on_final=self.final,
+            on_stuck=self.stuck,
+            on_stop_run=self.stop_following,
         )
 
     # -- chunker thread -> loop -------------------------------------------------
 
     def batch_written(self, batch: BatchFile) -> None:
-        """Called in the chunker thread after each batch file is closed."""
+        """Called in the chunker thread after each new batch file is closed."""
+        if self.verify_only:
+            raise InputError(
+                f"the input changed since the last run: it now has more rows than the "
+                f"{self.known} batches {self.journal.path} recorded; pass --fresh to "
+                "start over with this input"
+            )
         while not self.waiting.acquire(timeout=0.2):
             if self.chunk_stop.is_set():
                 return  # not journaled: the resumed chunker writes it again
-        self.loop.call_soon_threadsafe(self._enqueue_new, batch)
+        self._call_soon(self._enqueue_new, batch)
+
+    def batch_regenerated(self, batch: BatchFile) -> None:
+        """Chunker thread, on resume: a recorded batch, made again from the input, must match."""
+        record = self.journal.batch(batch.seq)
+        if record.sha256 != batch.sha256:
+            raise InputError(_changed(record, self.journal))
+        self._call_soon(self._verified, batch.seq)
+
+    def _call_soon(
+        self, callback: Callable[[BatchFile], None] | Callable[[int], None], arg: Any
+    ) -> None:
+        """Run ``callback(arg)`` on the loop; an exception there ends the run, never vanishes."""
+
+        def guarded() -> None:
+            try:
+                callback(arg)
+            except Exception as exc:
+                self.crash(exc)
+
+        self.loop.call_soon_threadsafe(guarded)
+
+    def _verified(self, seq: int) -> None:
+        """Batches up to ``seq`` match; once all recorded ones do, the held ones go out.
+
+        Not one by one: a difference further on stops the run (exit 2), and
+        then nothing of this run may have been sent.
+        """
+        if seq < self.recorded:
+            return
+        self.verified_through = max(self.verified_through, seq)
+        for held in sorted(self.held):
+            self.send(self.held.pop(held))
 
     def _enqueue_new(self, batch: BatchFile) -> None:
         if self.stop_requested.is_set():
@@ -119,6 +186,7 @@ class _Run:
         self.journal.add_batch(batch)
         self.known += 1
         self.rows_known += batch.rows
+        self.verified_through = batch.seq  # just written from this very input
         self.send(SubmitJob(batch.seq, batch.path, batch.rows, batch.bytes), hold=True)
 
     # -- stage callbacks --------------------------------------------------------
@@ -127,6 +195,11 @@ class _Run:
         """Queue a batch; ``hold``: the chunker already took its disk permit."""
         self.open.add(job.seq)
         self.unsent.add(job.seq)
+        if job.seq > self.verified_through:
+            # A batch of the last run: it goes out once the chunker has made it
+            # again from this input and it matched (``_verified``).
+            self.held[job.seq] = job
+            return
         # Resent and resumed files count against the disk bound too, when there is room.
         if hold or self.waiting.acquire(blocking=False):
             self.holding.add(job.seq)
@@ -150,23 +223,41 @@ class _Run:
         self.changed.set()
 
     def stop_run(self, exc: UploaderError) -> None:
-        """A problem every request would hit: stop the run, keep the batches.
+        """A problem every submit would hit: stop the run, keep the batches.
 
         A bad token or a wrong client code is a configuration error (exit 2).
-        So is a server we never reached; losing it mid-run is an interruption
-        (exit 3): the same command continues when the server is back.
+        So is a server we never reached; losing it once bodies went out is an
+        interruption (exit 3): they may have been accepted, and the same
+        command continues when the server is back.
         """
-        never_reached = not self.submitter.stats.batches_accepted and not any(
-            b.batch_id for b in self.journal.batches()
-        )
-        if not isinstance(exc, TransportError) or never_reached:
+        if not isinstance(exc, TransportError) or not _anything_sent(self):
             if self.fatal is None:
                 self.fatal = ConfigError(_stop_message(exc, self.settings))
-        elif not self.stop_requested.is_set():
+        elif self.lost is None:
             log.error(
                 "stopping: %s; run the same command again to continue",
                 exc,
                 extra={"event": "stopping", "error": str(exc)},
+            )
+            self.lost = (
+                f"lost {self.settings.target.base_url} after batches went out: {exc}; they "
+                "may have been accepted: run the same command again to continue"
+            )
+        self.request_stop()
+
+    def stop_following(self, exc: UploaderError) -> None:
+        """HTTP 401/403/404 on a status call, or a status URL we refuse to call.
+
+        Every call would meet the same: stop now (exit 2) rather than idle
+        until the status timeout. The batches stay accepted.
+        """
+        if self.fatal is None:
+            what = "credentials refused" if isinstance(exc, AuthError) else "status calls refused"
+            if isinstance(exc, UnusableURLError):
+                what = "cannot call a status URL"
+            self.fatal = ConfigError(
+                f"{what} while following batches: {exc}; accepted batches stay accepted "
+                "and the same command follows them again once this is fixed"
             )
         self.request_stop()
 
@@ -186,7 +277,9 @@ class _Run:
     def stuck(self, seq: int) -> None:
         self.pacer.settled(seq)
         record = self.journal.batch(seq)
-        if record.submits <= self.settings.status.resubmit_stuck:
+        # Only resends for `stuck` count against the budget; a resend after a
+        # crash cut a submit short is not one.
+        if record.stuck_resends < self.settings.status.resubmit_stuck:
             log.warning(
                 "batch %06d is stuck; submitting it again",
                 seq,
@@ -201,10 +294,27 @@ class _Run:
             log.warning("batch %06d failed: stuck after %d submits", seq, record.submits)
             self.final(seq)
 
+    def crash(self, exc: BaseException) -> None:
+        """An unexpected exception anywhere: stop at once, keep the first cause."""
+        if self.crashed is None:
+            self.crashed = exc
+            log.debug("a stage of the run failed", exc_info=exc)
+        self.request_stop()
+
+    def watch(self, task: asyncio.Task[None]) -> None:
+        """Done-callback of every stage task: a stage that dies ends the run."""
+        if not task.cancelled() and task.exception() is not None:
+            self.crash(task.exception())  # type: ignore[arg-type]
+
     # -- resume -----------------------------------------------------------------
 
     def resume(self) -> None:
-        """Put every unfinished batch of an earlier run back where it belongs."""
+        """Put every unfinished batch of an earlier run back where it belongs.
+
+        Accepted batches are polled at once (nothing is sent). Batches to send
+        are held until the chunker has regenerated them from the input and
+        found them identical to the journal's record.
+        """
         for record in self.journal.batches():
             self.known += 1
             self.rows_known += record.rows
@@ -280,6 +390,26 @@ def make_pacer(settings: Settings, journal: Journal, clock: Clock | None = None)
     )
 
 
+def _anything_sent(run: _Run) -> bool:
+    """Did any request body of this job reach the server (this run or an earlier one)?"""
+    if run.submitter.stats.batches_accepted:
+        return True
+    try:
+        return bool(run.journal.counters().get("submits")) or any(
+            b.batch_id or b.outcome_unknown for b in run.journal.batches()
+        )
+    except UploaderError:  # the journal cannot be read: assume the worse
+        return True
+
+
+def _changed(record: BatchRecord, journal: Journal) -> str:
+    return (
+        f"the input changed since the last run: batch {record.seq:06d} (input lines "
+        f"{record.first_line}-{record.last_line}) is not the one recorded in {journal.path}; "
+        "nothing was sent by this run; pass --fresh to start over with this input"
+    )
+
+
 def _stop_message(exc: UploaderError, settings: Settings) -> str:
     if isinstance(exc, TransportError):
         return f"cannot reach {settings.target.base_url}: {exc}"
@@ -288,6 +418,41 @@ def _stop_message(exc: UploaderError, settings: Settings) -> str:
 
 def _job(record: BatchRecord) -> SubmitJob:
     return SubmitJob(record.seq, Path(record.file), record.rows, record.bytes)
+
+
+def _classify(exc: BaseException, *, sent: bool) -> tuple[str, int]:
+    """The one-line message and exit code of an exception that ended a run."""
+    after = 3 if sent else 2
+    disk = exc if isinstance(exc, StorageError) else storage_error(exc)
+    if disk is not None:
+        return str(disk), after
+    if isinstance(exc, (InputError, ConfigError, AuthError, NotFoundError)):
+        return str(exc), 2
+    return (
+        f"internal error: {type(exc).__name__}: {exc}; the journal is intact: run the same "
+        "command again after fixing the cause (--debug shows the traceback)",
+        EXIT_INTERNAL,
+    )
+
+
+def _ending(run: _Run, status: str) -> tuple[str | None, int]:
+    """Why the run ended, when it was not a plain finish: (message, exit code)."""
+    if run.crashed is not None:
+        return _classify(run.crashed, sent=_anything_sent(run))
+    if run.fatal is not None:
+        return str(run.fatal), 2
+    if run.lost is not None:
+        return run.lost, 3
+    unreadable = run.poller.unreadable
+    if status == "timeout" and unreadable:
+        seq = min(unreadable)
+        return (
+            f"the status of {len(unreadable)} accepted batches could not be read until the "
+            f"status timeout (batch {seq:06d}: {unreadable[seq]}); they stay accepted: run "
+            "the same command again to follow them",
+            3,
+        )
+    return None, 2
 
 
 async def run_pipeline(
@@ -303,13 +468,16 @@ async def run_pipeline(
     install_signals: bool = True,
     files: Sequence[Path] | None = None,
     metrics: RunMetrics | None = None,
+    stdin: Spool | None = None,
 ) -> RunOutcome:
     """Chunk, submit and track one input to completion (or to a resumable stop).
 
     With ``files``, the batch files already exist (``uploader submit``): they
-    are registered in the journal as they are, and no chunker runs. Metrics
-    are served or written as ``settings.run`` says, unless the caller passes
-    its own ``metrics`` (then the caller closes them).
+    are registered in the journal as they are, and no chunker runs. With
+    ``stdin``, ``input_name`` is ``-`` and the input is that spool of standard
+    input: it is kept in the work dir as ``stdin.csv`` and read from there.
+    Metrics are served or written as ``settings.run`` says, unless the caller
+    passes its own ``metrics`` (then the caller closes them).
     """
     started = time.time()
     batch_files = [describe_batch_file(i, f) for i, f in enumerate(files or (), 1)]
@@ -321,74 +489,112 @@ async def run_pipeline(
             job_id, port=settings.run.metrics_port, textfile=settings.run.metrics_textfile
         )
     try:
-        return await _run_locked(
-            input_name,
-            settings,
-            work_dir,
-            job_id=job_id,
-            started=started,
-            progress=progress,
-            sleep=sleep,
-            clock=clock,
-            install_signals=install_signals,
-            files=files,
-            batch_files=batch_files,
-            metrics=metrics,
-        )
+        with locked(work_dir), Journal(work_dir / "journal.sqlite") as journal:
+            resuming = journal.start_run(
+                fingerprint(
+                    input_name,
+                    settings,
+                    files,
+                    stdin=(stdin.sha256, stdin.bytes) if stdin else None,
+                ),
+                fresh=settings.run.fresh,
+            )
+            if stdin is not None:
+                input_name = str(keep_spool(stdin, work_dir, resuming=resuming))
+            _prepare(
+                journal,
+                work_dir,
+                job_id,
+                started,
+                resuming=resuming,
+                batch_files=batch_files if files is not None else None,
+            )
+            return await _run(
+                journal,
+                input_name,
+                settings,
+                work_dir,
+                job_id,
+                started,
+                progress=progress,
+                sleep=sleep,
+                clock=clock,
+                install_signals=install_signals,
+                checked=files is not None,
+                metrics=metrics,
+            )
     finally:
+        if stdin is not None:
+            discard_spool(stdin)
         if owned and metrics is not None:
             metrics.close()
 
 
-async def _run_locked(
+async def _run(
+    journal: Journal,
     input_name: str,
     settings: Settings,
     work_dir: Path,
-    *,
     job_id: str,
     started: float,
+    *,
     progress: Any,
     sleep: Sleep | None,
     clock: Clock | None,
     install_signals: bool,
-    files: Sequence[Path] | None,
-    batch_files: list[BatchFile],
+    checked: bool,
     metrics: RunMetrics | None,
 ) -> RunOutcome:
-    with locked(work_dir), Journal(work_dir / "journal.sqlite") as journal:
-        resuming = journal.start_run(
-            fingerprint(input_name, settings, files), fresh=settings.run.fresh
-        )
-        _prepare(
-            journal,
-            work_dir,
-            job_id,
-            started,
-            resuming=resuming,
-            batch_files=batch_files if files is not None else None,
-        )
-        error: UploaderError | None = None
-        monitor = Monitor(journal, metrics=metrics, started_s=started)
-        try:
-            async with TargetClient(
-                settings.target,
-                connections=settings.submit.concurrency + settings.status.max_inflight,
-                timeout_s=settings.submit.request_timeout_s,
-            ) as client:
-                run = _Run(settings, journal, client, sleep=sleep, clock=clock)
-                monitor.attach(lambda: _snapshot(run), run.submitter.stats.latencies_s)
+    monitor = Monitor(journal, metrics=metrics, started_s=started)
+    message: str | None = None
+    exit_code = 2
+    run: _Run | None = None
+    status, latencies = "error", tuple[float, ...]()
+    pacing: dict[str, Any] | None = None
+    try:
+        async with TargetClient(
+            settings.target,
+            connections=settings.submit.concurrency + settings.status.max_inflight,
+            timeout_s=settings.submit.request_timeout_s,
+        ) as client:
+            run = _Run(settings, journal, client, sleep=sleep, clock=clock)
+            monitor.attach(lambda: _snapshot(run), run.submitter.stats.latencies_s)
+            try:
                 async with monitor.running():
-                    status = await _drive(run, input_name, work_dir, progress, install_signals)
-                error = run.fatal
+                    status = await _drive(
+                        run, input_name, work_dir, progress, install_signals, checked
+                    )
+            finally:
                 latencies = tuple(run.submitter.stats.latencies_s)
+            try:
                 pacing = _pacing_summary(run)
-        except (InputError, ConfigError) as exc:
-            status, error, latencies, pacing = "error", exc, (), None
-        outcome = write_outputs(
-            journal, settings, work_dir, job_id, started, status, error, pacing=pacing
-        )
+            except UploaderError as exc:  # a full disk, most likely: said below
+                run.crash(exc)
+    except Exception as exc:  # before the stages ran, or while they were set up
+        if run is None:
+            message, exit_code = _classify(exc, sent=False)
+        else:
+            run.crash(exc)
+    if run is not None:
+        message, exit_code = _ending(run, status)
+        if message is not None and run.crashed is not None and exit_code == EXIT_INTERNAL:
+            log.debug("internal error", exc_info=run.crashed)
+    outcome = write_outputs(
+        journal,
+        settings,
+        work_dir,
+        job_id,
+        started,
+        status,
+        message,
+        error_exit=exit_code,
+        pacing=pacing,
+    )
+    try:
         monitor.finish(outcome.exit_code)
-        return dataclasses.replace(outcome, submit_latencies_s=latencies)
+    except OSError as exc:  # the metrics textfile: the run's outcome still stands
+        log.error("%s", storage_error(exc) or exc)
+    return dataclasses.replace(outcome, submit_latencies_s=latencies)
 
 
 def _prepare(
@@ -429,6 +635,7 @@ async def _drive(
     work_dir: Path,
     progress: Any,
     install_signals: bool,
+    checked: bool,
 ) -> str:
     settings, journal, loop = run.settings, run.journal, run.loop
     deadline = loop.time() + settings.status.timeout_s
@@ -437,13 +644,16 @@ async def _drive(
         asyncio.create_task(run.submitter.run(), name="submitter"),
         asyncio.create_task(run.poller.run(), name="poller"),
     ]
-    chunk_task = asyncio.create_task(_chunk(run, input_name, work_dir), name="chunker")
+    chunk_task = asyncio.create_task(_chunk(run, input_name, work_dir, checked), name="chunker")
+    for task in (*tasks, chunk_task):
+        task.add_done_callback(run.watch)
     if install_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, run.request_stop)
+    outcome = "stopped"
     try:
         async with progress(lambda: _snapshot(run)) if progress else contextlib.nullcontext():
-            outcome = await _race(run, chunk_task, deadline)
+            outcome = await run.wait_until_finished(deadline)
     finally:
         if install_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -456,10 +666,16 @@ async def _drive(
             await asyncio.wait(tasks[:1], timeout=STOP_GRACE_S)
             tasks[0].cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # The chunker thread sees `chunk_stop` between blocks of rows: wait for it, so
+        # that no thread of this run still writes in the work dir once its lock is free.
+        await asyncio.wait({chunk_task}, timeout=STOP_GRACE_S)
         chunk_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await chunk_task
-    journal.set_meta("last_outcome", outcome)
+    try:
+        journal.set_meta("last_outcome", outcome)
+    except StorageError as exc:
+        run.crash(exc)
     return outcome
 
 
@@ -467,36 +683,43 @@ def outcome_is_clean(run: _Run) -> bool:
     return run.finished() and not run.stop_requested.is_set()
 
 
-async def _race(run: _Run, chunk_task: asyncio.Task[None], deadline: float) -> str:
-    """Wait for the run to finish, a stop, a timeout, or the chunker to fail."""
-    waiter = asyncio.create_task(run.wait_until_finished(deadline))
-    done, _ = await asyncio.wait({waiter, chunk_task}, return_when=asyncio.FIRST_COMPLETED)
-    if chunk_task in done and chunk_task.exception() is not None:
-        waiter.cancel()
-        raise chunk_task.exception()  # type: ignore[misc]
-    return await waiter
+async def _chunk(run: _Run, input_name: str, work_dir: Path, checked: bool) -> None:
+    """Run the chunker in a worker thread so the event loop keeps its timing.
 
-
-async def _chunk(run: _Run, input_name: str, work_dir: Path) -> None:
-    """Run the chunker in a worker thread so the event loop keeps its timing."""
+    On resume it regenerates the batches the journal holds and checks each
+    (``_Run.batch_regenerated``) before writing new ones; when the last run
+    had finished chunking, it only checks, and only if batches wait to be sent.
+    """
     journal = run.journal
-    if journal.get_meta("chunk_done"):  # finished by an earlier run, or `uploader submit`
+    recorded = journal.max_seq()
+    if journal.get_meta("chunk_done") and (checked or not run.held):
+        # Finished by an earlier run, or `uploader submit` (files checked by hash).
+        run._verified(recorded)
         run.chunk_done.set()
         run.changed.set()
         return
+    run.verify_only = bool(journal.get_meta("chunk_done"))
     chunker = Chunker(
         input_name,
         work_dir,
         run.settings.input,
         run.settings.batch,
         on_batch=run.batch_written,
-        skip_through_seq=journal.max_seq(),
+        on_regenerated=run.batch_regenerated,
+        skip_through_seq=recorded,
         stop=run.chunk_stop,
     )
     run.chunker = chunker
     summary = await asyncio.to_thread(chunker.run)
     if run.chunk_stop.is_set():
         return
+    if summary.batches < recorded:
+        raise InputError(
+            f"the input changed since the last run: it now ends after batch {summary.batches:06d}"
+            f" but {journal.path} recorded {recorded} batches; nothing was sent by this run; "
+            "pass --fresh "
+            "to start over with this input"
+        )
     for warning in summary.warnings:
         log.warning("%s: %s", input_name, warning)
     journal.set_meta(

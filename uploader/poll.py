@@ -13,6 +13,16 @@ batch. A throttled status call (HTTP 429, or 503 with ``Retry-After``) holds
 back every status call to that host for the time the server asked (at most
 ``poll_max_s``), not only the one batch's. Results go to the journal first,
 then to the pipeline's callbacks.
+
+A status call we cannot read (an HTML maintenance page, an unknown status
+word, an answer about another batch) never fails a batch Target accepted: it
+stays followed, the error is kept in ``unreadable`` for the report, until the
+run's status timeout. A refused token or an unknown client (HTTP 401, 403,
+404), or a status URL we refuse to call, would meet every call the same way:
+``on_stop_run`` stops the run and the batches stay accepted for the next run
+to follow. Any other exception in
+a status task ends ``run`` with it, so the pipeline stops at once instead of
+idling.
 """
 
 from __future__ import annotations
@@ -29,9 +39,12 @@ from yarl import URL
 
 from uploader.client import BatchStatus, TargetClient
 from uploader.errors import (
+    AuthError,
+    NotFoundError,
     PermanentError,
     RetryableError,
     ThrottledError,
+    UnusableURLError,
     UploaderError,
     WrongBatchError,
 )
@@ -43,9 +56,6 @@ __all__ = ["Poller", "next_interval"]
 
 log = logging.getLogger(__name__)
 
-# A status call that fails permanently this many times in a row gives up on the batch.
-MAX_PERMANENT_STATUS_ERRORS = 5
-
 
 @dataclass(order=True)
 class _Due:
@@ -53,7 +63,6 @@ class _Due:
     seq: int
     url: str = field(compare=False)
     since: float = field(compare=False)  # when we started following it
-    permanent_errors: int = field(default=0, compare=False)
     progress: tuple[float, int] | None = field(default=None, compare=False)  # (when, consumed)
 
 
@@ -91,6 +100,7 @@ class Poller:
         *,
         on_final: Callable[[int], None],
         on_stuck: Callable[[int], None],
+        on_stop_run: Callable[[UploaderError], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._client = client
@@ -98,6 +108,9 @@ class Poller:
         self._settings = settings
         self._on_final = on_final
         self._on_stuck = on_stuck
+        self._on_stop_run = on_stop_run
+        self.unreadable: dict[int, str] = {}  # seq -> why its last status call failed
+        self._crashed: BaseException | None = None
         self._rng = rng or random.Random()
         self._heap: list[_Due] = []
         self._wake = asyncio.Event()
@@ -126,6 +139,8 @@ class Poller:
         loop = asyncio.get_running_loop()
         try:
             while self._heap or self._active or not self._closed:
+                if self._crashed is not None:
+                    raise self._crashed
                 if not self._heap:
                     await self._wait(None)
                     continue
@@ -160,8 +175,8 @@ class Poller:
         self._active.discard(task)
         self._calls.release()
         self._wake.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("status task crashed", exc_info=task.exception())
+        if not task.cancelled() and task.exception() is not None and self._crashed is None:
+            self._crashed = task.exception()  # raised by run(): the run must not idle
 
     async def _check(self, due: _Due) -> None:
         journal = self._journal
@@ -177,6 +192,7 @@ class Poller:
             return
         except RetryableError as exc:
             journal.bump("status_errors")
+            self.unreadable[due.seq] = f"{type(exc).__name__}: {exc}"
             log.info(
                 "status of batch %06d: %s; will ask again",
                 due.seq,
@@ -185,20 +201,28 @@ class Poller:
             )
             self._again(due)
             return
+        except (AuthError, NotFoundError, UnusableURLError) as exc:
+            journal.bump("status_errors")
+            if self._on_stop_run is None:
+                raise
+            self.unreadable[due.seq] = f"{type(exc).__name__}: {exc}"
+            heapq.heappush(self._heap, due)  # still accepted: the next run follows it
+            self._on_stop_run(exc)
+            return
         except PermanentError as exc:
+            # We could not read the answer; Target may well have the batch. Keep
+            # following it (never fail it for this) until the status timeout.
             journal.bump("status_errors")
             if isinstance(exc, WrongBatchError):
                 journal.bump("status_wrong_batch")
-            log.warning("status of batch %06d: %s", due.seq, exc)
-            due.permanent_errors += 1
-            if due.permanent_errors >= MAX_PERMANENT_STATUS_ERRORS:
-                journal.record_failed(due.seq, f"status unknown: {type(exc).__name__}: {exc}")
-                self._on_final(due.seq)
-            else:
-                self._again(due)
+            if due.seq not in self.unreadable:
+                log.warning("status of batch %06d unreadable: %s; will ask again", due.seq, exc)
+            self.unreadable[due.seq] = f"{type(exc).__name__}: {exc}"
+            self._again(due)
             return
         except UploaderError:  # pragma: no cover - the tree has only the two branches
             raise
+        self.unreadable.pop(due.seq, None)
         if status.status == RemoteStatus.INCOMPLETE:
             self._again(due, status)
             return

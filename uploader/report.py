@@ -33,6 +33,7 @@ from uploader.states import BatchState
 
 __all__ = [
     "EXIT_CODES",
+    "EXIT_INTERNAL",
     "RowCounts",
     "account_rows",
     "build_report",
@@ -44,8 +45,10 @@ __all__ = [
     "write_report",
 ]
 
-# report["status"] -> exit code of `run` and `submit` (SPEC section 3).
+# report["status"] -> exit code of `run` and `submit` (SPEC section 3). Exit 4
+# (internal error) is an "error" report whose "exit_code" says 4.
 EXIT_CODES = {"complete": 0, "partial": 1, "error": 2, "incomplete": 3}
+EXIT_INTERNAL = 4
 
 _REQUESTS = ("submits", "retries", "throttled", "status_polls")
 
@@ -123,6 +126,7 @@ def build_report(
     outputs: Mapping[str, str | None],
     interrupted: bool,
     error: str | None = None,
+    error_exit: int = 2,
     settings_summary: Mapping[str, Any] | None = None,
     finished_at: float | None = None,
     pacing: Mapping[str, Any] | None = None,
@@ -135,15 +139,16 @@ def build_report(
     ``input_warnings`` come from reading the input (a header with no
     attribute column, no data rows, short rows, a likely encoding) and lead
     the report's ``warnings``.
+    ``error_exit`` is the exit code an ``error`` stands for: 2 (nothing more
+    was sent), 3 (the run stopped part-way: ``incomplete``, rerun) or 4 (an
+    internal error).
     """
     rejected = sum(rejected_by_reason.values())
     rows = account_rows(batches, rows_read=rows_read, rejected=rejected)
     stuck = sum(1 for b in batches if b.state is BatchState.STUCK)
-    status = (
-        "error"
-        if error is not None
-        else _status(rows, stuck=stuck, chunking_done=chunking_done, interrupted=interrupted)
-    )
+    status = _status(rows, stuck=stuck, chunking_done=chunking_done, interrupted=interrupted)
+    if error is not None:
+        status = "incomplete" if error_exit == EXIT_CODES["incomplete"] else "error"
     finished = datetime.now(UTC).timestamp() if finished_at is None else finished_at
     settings = _without_secrets(dict(settings_summary or {}))
     report: dict[str, Any] = {
@@ -171,7 +176,7 @@ def build_report(
         "elapsed_s": round(elapsed_s, 3),
         "rows_per_s": round(rows.submitted / elapsed_s, 1) if elapsed_s > 0 else 0.0,
         "outputs": {"rejects": None, "failed_rows": None, "journal": None, **outputs},
-        "exit_code": EXIT_CODES[status],
+        "exit_code": error_exit if error is not None else EXIT_CODES[status],
         "error": error,
         "interrupted": interrupted,
         "chunking_done": chunking_done,
@@ -278,7 +283,10 @@ def _iso(ts: float) -> str:
 
 
 def exit_code(report: Mapping[str, Any]) -> int:
-    """The process exit code for a report: 0, 1, 3, or 2 for errors and unknown statuses."""
+    """The process exit code for a report: 0, 1, 3, 4, or 2 for errors and unknown statuses."""
+    code = report.get("exit_code")
+    if isinstance(code, int) and code in (*EXIT_CODES.values(), EXIT_INTERNAL):
+        return code
     return EXIT_CODES.get(str(report.get("status")), 2)
 
 

@@ -16,6 +16,8 @@ from rich import filesize
 
 from uploader.chunk import Chunker, ChunkSummary
 from uploader.settings import BatchSettings, InputSettings
+from uploader.sources.spool import discard_spool, spool_stdin
+from uploader.workdir import check_ours
 
 __all__ = ["render_split_summary", "run_split"]
 
@@ -53,7 +55,20 @@ def run_split(
     *,
     stdout: TextIO | None = None,
 ) -> int:
-    """Run ``uploader split``; return 0 when nothing was rejected, else 1."""
-    summary = Chunker(input, Path(out_dir), input_settings, batch_settings).run()
+    """Run ``uploader split``; return 0 when nothing was rejected, else 1.
+
+    ``--out`` must be new, empty, or an earlier split's output: files of
+    anyone else are never replaced. Standard input is spooled into it first
+    (the chunker reads a file) and the spool removed at the end.
+    """
+    out = Path(out_dir)
+    check_ours(out, what="output dir", flag="--out")
+    spool = spool_stdin(out) if input == "-" else None
+    try:
+        source = str(spool.path) if spool else input
+        summary = Chunker(source, out, input_settings, batch_settings).run()
+    finally:
+        if spool is not None:
+            discard_spool(spool)
     print(render_split_summary(input, summary), file=stdout or sys.stdout)
     return 1 if summary.rows_rejected else 0

@@ -122,6 +122,8 @@ class Submitter:
         finally:
             for task in workers:
                 task.cancel()
+            # Let each finish its cleanup (close its batch file) before this returns.
+            await asyncio.gather(*workers, return_exceptions=True)
 
     def put(self, job: SubmitJob) -> None:
         self.queue.put_nowait(job)

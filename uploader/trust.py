@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from yarl import URL
 
-from uploader.errors import ProtocolError
+from uploader.errors import UnusableURLError
 from uploader.redact import MARK, Redactor
 from uploader.responses import excerpt
 from uploader.settings import TargetSettings, is_loopback_host
@@ -69,7 +69,8 @@ def token_allowed(settings: TargetSettings, url: URL | str) -> bool:
 def status_request_url(settings: TargetSettings, url: str, *, details: bool = True) -> URL:
     """Validate a server-provided status URL and add ``showDetails=true``.
 
-    Refused (``ProtocolError``): anything but an absolute http(s) URL; a URL
+    Refused (``UnusableURLError``, a ``ProtocolError``): anything but an
+    absolute http(s) URL; a URL
     with credentials in it; plain http when the base URL is https, or to a
     non-loopback host, unless ``target.allow_http``; a URL holding the token.
     Other query parameters (``batchId``...) are kept.
@@ -77,31 +78,31 @@ def status_request_url(settings: TargetSettings, url: str, *, details: bool = Tr
     redact = Redactor(settings.token)
     shown = _shown(url, redact)
     if CREDENTIALS_MARK in url or MARK in url:  # see storable_status_url
-        raise ProtocolError(
+        raise UnusableURLError(
             f"status URL {shown!r} carries credentials or the token; refusing to call it"
         )
     try:
         parsed = URL(url)
     except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"status URL {shown!r} is not a valid URL") from exc
+        raise UnusableURLError(f"status URL {shown!r} is not a valid URL") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ProtocolError(
+        raise UnusableURLError(
             f"status URL {shown!r} is not an absolute http(s) URL; refusing to call it"
         )
     if parsed.user is not None or parsed.password is not None:
-        raise ProtocolError(
+        raise UnusableURLError(
             f"status URL of host {parsed.host!r} carries credentials (user@); refusing to call it"
         )
     if redact.contains_secret(url):
-        raise ProtocolError(f"status URL {shown!r} holds the token; refusing to call it")
+        raise UnusableURLError(f"status URL {shown!r} holds the token; refusing to call it")
     if parsed.scheme == "http" and not settings.allow_http:
         if settings.base_url.startswith("https:"):
-            raise ProtocolError(
+            raise UnusableURLError(
                 f"status URL {shown!r} uses plain http while target.base_url is https; "
                 "set target.allow_http = true to accept that"
             )
         if not is_loopback_host(parsed.host):
-            raise ProtocolError(
+            raise UnusableURLError(
                 f"status URL {shown!r} uses plain http to a non-loopback host; "
                 "set target.allow_http = true to accept that"
             )

@@ -14,7 +14,7 @@ import fcntl
 import hashlib
 import logging
 import os
-import shutil
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,13 +24,20 @@ from typing import Any
 from uploader import report as reporting
 from uploader.chunk import BatchFile, read_batch_rows
 from uploader.combine import shard_section
-from uploader.errors import ConfigError, InputError, UploaderError
+from uploader.errors import (
+    ConfigError,
+    InputError,
+    StorageError,
+    UploaderError,
+    storage_error,
+)
 from uploader.journal import BatchRecord, Journal
 from uploader.settings import MAX_BATCH_BYTES, MAX_BATCH_ROWS, Settings
 from uploader.sources import is_url, object_identity
 
 __all__ = [
     "RunOutcome",
+    "check_ours",
     "clear_outputs",
     "default_job_id",
     "describe_batch_file",
@@ -51,11 +58,17 @@ class RunOutcome:
     submit_latencies_s: tuple[float, ...] = ()  # each accepted submit request, this run
 
 
-def default_job_id(input_name: str, settings: Settings) -> str:
-    """Stable for the same input and target, so re-running the same command resumes."""
+def default_job_id(input_name: str, settings: Settings, *, stdin_sha256: str = "") -> str:
+    """Stable for the same input and target, so re-running the same command resumes.
+
+    Standard input is named by its content (``stdin_sha256``, from the spool):
+    the same bytes piped again resume their run, other bytes are a new job.
+    """
     stem = "stdin" if input_name == "-" else Path(input_name).name.split(".")[0] or "input"
-    local = input_name != "-" and not is_url(input_name)
-    where = str(Path(input_name).resolve()) if local else input_name
+    if input_name == "-":
+        where = f"-:{stdin_sha256}"
+    else:
+        where = input_name if is_url(input_name) else str(Path(input_name).resolve())
     key = "\0".join((where, settings.target.base_url, settings.target.client, settings.target.api))
     shard = settings.input.shard_spec
     if shard is not None:  # each shard is its own job, with its own work dir
@@ -67,15 +80,26 @@ def default_job_id(input_name: str, settings: Settings) -> str:
 
 
 def fingerprint(
-    input_name: str, settings: Settings, files: Sequence[Path] | None = None
+    input_name: str,
+    settings: Settings,
+    files: Sequence[Path] | None = None,
+    *,
+    stdin: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
-    """What must not change between a run and its resume."""
+    """What must not change between a run and its resume.
+
+    A quick first check (path, size, first MiB; the whole content for stdin,
+    given as its spool's ``(sha256, bytes)``); the resumed chunker then checks
+    every batch it regenerates against the journal (see ``pipeline``).
+    """
     inp = settings.input
     source: dict[str, Any] = {"path": input_name}
     if files is not None:
         source = {"files": [[str(f.resolve()), f.stat().st_size] for f in files]}
     elif is_url(input_name):  # an object's version: its ETag or version id, and size
         source = {"url": input_name, "object": object_identity(input_name, inp.storage_options)}
+    elif stdin is not None:
+        source = {"path": "-", "sha256": stdin[0], "size": stdin[1]}
     elif input_name != "-":
         path = Path(input_name)
         st = path.stat()
@@ -105,14 +129,73 @@ def fingerprint(
     }
 
 
+# What a run or `uploader split` writes in its directory. A directory that holds
+# anything else and no journal is not ours: we refuse it rather than replace
+# or delete someone's files (or chmod /tmp).
+_OUR_NAMES = frozenset(
+    {
+        ".lock",
+        "journal.sqlite",
+        "journal.sqlite-wal",
+        "journal.sqlite-shm",
+        "journal.sqlite-journal",
+        "batches",
+        "manifest.jsonl",
+        "rejects.csv",
+        "failed.csv",
+        "report.json",
+        "stdin.csv",
+    }
+)
+_OUR_TEMP = re.compile(r"\.(stdin-.*|(report\.json|failed\.csv|rejects\.csv)\..*)\.tmp")
+_OUR_BATCH = re.compile(r"batch-\d{6,}\.txt(\.tmp)?")
+
+
+def check_ours(path: Path, *, what: str = "work dir", flag: str = "--work-dir") -> None:
+    """Refuse a directory that holds files and no journal of ours (ConfigError, exit 2).
+
+    Missing or empty is fine (a directory we create is made owner-only; one
+    that exists keeps its mode). So is one with our journal, or only files
+    with the names we write (a run that stopped before its journal, a split).
+    """
+    try:
+        if not path.exists():
+            return
+        if not path.is_dir():
+            raise ConfigError(f"{path}: not a directory; choose another {flag}")
+        if (path / "journal.sqlite").is_file():
+            return
+        foreign = [name for entry in path.iterdir() for name in _foreign(entry)]
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from exc
+    if foreign:
+        raise ConfigError(
+            f"{path}: not an uploader {what}: it holds files of its own (such as "
+            f"{sorted(foreign)[0]!r}) and no journal.sqlite; choose a new or empty {flag}"
+        )
+
+
+def _foreign(entry: Path) -> list[str]:
+    """Names under ``entry`` that a run or a split did not write."""
+    if entry.name == "batches" and entry.is_dir() and not entry.is_symlink():
+        return [f"batches/{e.name}" for e in entry.iterdir() if not _OUR_BATCH.fullmatch(e.name)]
+    if entry.name in _OUR_NAMES or _OUR_TEMP.fullmatch(entry.name):
+        return []
+    return [entry.name]
+
+
 @contextlib.contextmanager
 def locked(work_dir: Path) -> Iterator[None]:
     """Hold the work dir's lock: two runs must never share one journal.
 
     The lock file holds the pid of the run while it runs, for ``running_pid``.
     """
-    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(work_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    check_ours(work_dir)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(work_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise _storage_error(exc, work_dir) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -164,11 +247,22 @@ def running_pid(work_dir: Path) -> int | None:
 
 
 def clear_outputs(work_dir: Path) -> None:
-    for name in ("batches",):
-        shutil.rmtree(work_dir / name, ignore_errors=True)
+    """A fresh run starts clean: remove the files a run writes, and only those."""
+    batches = work_dir / "batches"
+    if batches.is_dir() and not batches.is_symlink():
+        for entry in batches.iterdir():
+            if _OUR_BATCH.fullmatch(entry.name) and entry.is_file():
+                entry.unlink()
+        with contextlib.suppress(OSError):
+            batches.rmdir()  # only when nothing else is left in it
     for name in ("manifest.jsonl", "rejects.csv", "failed.csv", "report.json"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(work_dir / name)
+
+
+def _storage_error(exc: OSError, path: Path) -> UploaderError:
+    """An OSError about the disk as a one-line StorageError; others stay ConfigError."""
+    return storage_error(exc, path) or ConfigError(f"{exc.filename or path}: {exc.strerror or exc}")
 
 
 def write_outputs(
@@ -178,13 +272,22 @@ def write_outputs(
     job_id: str,
     started: float,
     outcome: str,
-    error: UploaderError | None = None,
+    error: UploaderError | str | None = None,
     *,
+    error_exit: int = 2,
     pacing: dict[str, Any] | None = None,
 ) -> RunOutcome:
+    """report.json (and JUnit, failed.csv) from the journal, also when the disk is full.
+
+    A write that fails is logged and the rest still happens: the outcome
+    (exit code, error line) must reach the user whatever the disk says.
+    """
     # Time spent running, summed over resumes (not the idle time between them).
     elapsed = float(journal.get_meta("active_s", 0.0)) + (time.time() - started)
-    journal.set_meta("active_s", elapsed)
+    try:
+        journal.set_meta("active_s", elapsed)
+    except StorageError as exc:
+        log.error("%s", exc)
     chunk = journal.get_meta("chunk") or {}
     rejected = chunk.get("rejected", {})
     batches = journal.batches()
@@ -222,6 +325,7 @@ def write_outputs(
         },
         interrupted=outcome != "done",
         error=str(error) if error else None,
+        error_exit=error_exit,
         settings_summary={
             "client": settings.target.client,
             "api": settings.target.api,
@@ -232,14 +336,20 @@ def write_outputs(
         shard=shard_section(chunk),
     )
     report_path = settings.run.report or work_dir / "report.json"
-    reporting.write_report(report_path, report)
-    if settings.run.report:
-        reporting.write_report(work_dir / "report.json", report)
-    if settings.run.junit:
-        reporting.write_junit(settings.run.junit, batches, report)
+    try:
+        reporting.write_report(report_path, report)
+        if settings.run.report:
+            reporting.write_report(work_dir / "report.json", report)
+        if settings.run.junit:
+            reporting.write_junit(settings.run.junit, batches, report)
+    except OSError as exc:
+        log.error("%s", _storage_error(exc, report_path))
     code = reporting.exit_code(report)
     # What `uploader status` shows of a run that has ended (cleared when one starts).
-    journal.set_meta("last_exit", {"exit_code": code, "error": report["error"]})
+    try:
+        journal.set_meta("last_exit", {"exit_code": code, "error": report["error"]})
+    except StorageError as exc:
+        log.error("%s", exc)
     return RunOutcome(report, code, work_dir)
 
 
