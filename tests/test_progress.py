@@ -75,7 +75,7 @@ async def test_bars_show_counts_and_route_log_records_through_the_console(
         await asyncio.sleep(0.01)
     assert root.handlers == before
     text = out.getvalue()
-    assert "input 40% of 100.0 MB" in text
+    assert "40% of 100.0 MB" in text
     assert "1,500/7,500 rows" in text  # 3,000 rows in 40% of the bytes: about 7,500 in all
     assert "3/7 known batches" in text
     assert "in flight 2 (adaptive limit 6 of 8)" in text

@@ -197,7 +197,13 @@ async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
         now_rate = rate.update(time.monotonic(), s["rows_accepted"])
         size, done = s.get("input_bytes_total"), s["chunk_done"]
         got = size if done and size else (s.get("input_bytes_read") or 0)
-        bars.update(read, completed=got, total=size or None, count=_input(s), extra="")
+        bars.update(
+            read,
+            completed=got,
+            total=size or None,
+            count=_input(s).removeprefix("input "),
+            extra="",
+        )
         total = rows_total(s)
         bars.update(
             accepted,
