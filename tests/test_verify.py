@@ -15,11 +15,21 @@ from typing import Any
 import pytest
 
 from tests.conftest import EmulatorFactory
-from tests.helpers import CLIENT, expected_profiles, read_report, run, stored_profiles, write_csv
+from tests.helpers import (
+    CLIENT,
+    expected_profiles,
+    make_settings,
+    read_report,
+    run,
+    stored_profiles,
+    write_csv,
+)
 from uploader.client import TargetClient
 from uploader.emulator import Emulator
 from uploader.errors import AuthError, InputError
+from uploader.pipeline import run_pipeline
 from uploader.settings import TargetSettings
+from uploader.sources.shard import shard_of
 from uploader.verify import VerifyOptions, VerifyOutcome, run_verify
 from uploader.verify.compare import Mismatch, compare, landed_estimate
 from uploader.verify.display import line
@@ -313,3 +323,54 @@ def test_progress_line_gives_an_eta() -> None:
     text = line(stats)
     assert "verified 250 of 1,000 profiles (25/s, ETA 30 s)" in text
     assert text.endswith("exact 240, not landed 10, errors 0")
+
+
+async def test_v1_unknown_ids_are_not_found_not_missing(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory()
+    first = write_csv(tmp_path / "a.csv", ["id", "tier"], [["K1", "gold"], ["K2", "gold"]])
+    await run(emu, first, tmp_path / "w1")  # v2 creates K1 and K2
+    src = write_csv(
+        tmp_path / "b.csv", ["id", "tier"], [["K1", "silver"], ["K2", "bronze"], ["K9", "x"]]
+    )
+    work = tmp_path / "w2"
+    outcome = await run(emu, src, work, target__api="v1")
+    assert outcome.report["rows"]["not_found"] == 1
+    result, text = await _verify(work, mode="all")
+    assert result.exit_code == 0
+    assert (result.section["exact"], result.section["not_found"]) == (2, 1)
+    assert "not found (v1) 1" in text
+
+
+async def test_pcid_runs_fetch_by_pcid(emulator_factory: EmulatorFactory, tmp_path: Path) -> None:
+    emu = await emulator_factory()
+    rows = [[f"17{i:05d}-1.27_0", "gold"] for i in range(5)]
+    src = write_csv(tmp_path / "pc.csv", ["mboxPC", "tier"], rows)
+    work = tmp_path / "w"
+    await run(emu, src, work, input__id_type="pcId")
+    result, _ = await _verify(work, mode="all")
+    assert result.exit_code == 0 and result.section["exact"] == 5
+
+
+async def test_submit_runs_and_shards_are_verified(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(lose_rate=0.1, seed=9)
+    src = _export(tmp_path, 200)
+    # A shard reads only its ids: the others belong to another run.
+    shard = tmp_path / "shard"
+    await run(emu, src, shard, input__shard="1/2")
+    result, _ = await _verify(shard, mode="all")
+    in_shard = {pid for pid in expected_profiles(src) if pid != "bad+id" and shard_of(pid, 2) == 1}
+    assert result.section["population"] == len(in_shard)
+    lost = _not_landed(emu, src) & in_shard
+    assert result.section["exact"] == len(in_shard) - len(lost)
+    # `uploader submit` of batch files: the batch files are the expected values.
+    settings = make_settings(emu)
+    files = sorted((shard / "batches").glob("*.txt"))
+    sub = tmp_path / "sub"
+    await run_pipeline("-", settings, sub, job_id="sub", files=files, install_signals=False)
+    result, _ = await _verify(sub, mode="all")
+    assert result.section["source"] == "batch files"
+    assert result.section["population"] == len(in_shard)
