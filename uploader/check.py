@@ -166,7 +166,7 @@ def render_check(findings: dict[str, Any]) -> str:
     short = f["short_rows"]
     if short["count"]:
         out.append(
-            f"short     {short['count']:,} rows with fewer fields than the header: lines "
+            f"short     {short['count']:,} with fewer fields than the header, at lines "
             + _more(short["first_lines"], short["count"])
         )
     if f["repeated_ids"] is None:

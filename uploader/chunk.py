@@ -458,6 +458,11 @@ def _first_records(block: RecordBlock, n: int) -> RecordBlock:
     )
 
 
+def _rows(n: int, one: str, many: str) -> str:
+    """``1 row has`` / ``3 rows have``."""
+    return f"1 row {one}" if n == 1 else f"{n:,} rows {many}"
+
+
 class _InputNotes:
     """What is worth telling about the input as a whole: short rows, a likely encoding."""
 
@@ -495,15 +500,16 @@ class _InputNotes:
             out.append(f"input.limit: only the first {read:,} data records were read")
         if self.short_count and not plan.reject_short:
             out.append(
-                f"{self.short_count:,} rows have fewer fields than the header (first at line "
-                f"{self.short_lines[0]}): padded with empty values; input.short_rows = "
-                '"reject" (--short-rows reject) refuses them'
+                f"{_rows(self.short_count, 'has', 'have')} fewer fields than the header "
+                f"(first at line {self.short_lines[0]}): padded with empty values; "
+                'input.short_rows = "reject" (--short-rows reject) refuses them'
             )
         if self._bad_encoding:
             enc = self._settings.encoding
             guess = guess_encoding(bytes(self._undecodable), enc)
             hint = f"; they decode as {guess}: pass --encoding {guess}" if guess else ""
-            out.append(f"{self._bad_encoding:,} rows are not valid {enc} (bad_encoding){hint}")
+            count = _rows(self._bad_encoding, "is", "are")
+            out.append(f"{count} not valid {enc} (bad_encoding){hint}")
         return out
 
 
