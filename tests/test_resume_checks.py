@@ -96,6 +96,31 @@ async def test_a_changed_input_is_refused_before_anything_is_sent(
     }  # fmt: skip
 
 
+async def test_after_chunking_finished_unsent_batches_are_checked_too(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src, work = _export(tmp_path / "export.csv"), tmp_path / "work"
+    settings = make_settings(emulator, batch__max_rows=BATCH_ROWS)
+    journaled = _killed_run(src, work, settings, through=10**9, on_wire=0)
+    assert journaled == ROWS // BATCH_ROWS
+    with Journal(work / "journal.sqlite") as journal:  # the killed run had finished chunking
+        journal.set_meta("chunk", {"rows_read": ROWS, "rejected": {}, "header": []})
+        journal.set_meta("chunk_done", True)
+    _export(src, change_row=7999)  # the very last row: the last batch differs
+
+    outcome = await run(emulator, src, work, batch__max_rows=BATCH_ROWS)
+    assert outcome.exit_code == 2
+    assert read_report(work)["error"].startswith(
+        "the input changed since the last run: batch 000020 (input lines 7602-8001) is not "
+    )
+    assert emulator.stats()["submits"] == 0
+
+    _export(src)  # the input as it was: the same command sends every batch once
+    outcome = await run(emulator, src, work, batch__max_rows=BATCH_ROWS)
+    assert outcome.exit_code == 0
+    assert emulator.stats()["submits"] == ROWS // BATCH_ROWS
+
+
 async def test_a_shorter_input_is_refused_and_recorded_files_stay(
     emulator: Emulator, tmp_path: Path
 ) -> None:

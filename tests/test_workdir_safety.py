@@ -10,6 +10,7 @@ sent, exit 3 after, and the same command then finishes from the journal.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import resource
 import sqlite3
@@ -161,6 +162,9 @@ async def test_a_journal_that_cannot_grow_stops_the_run_with_one_line(
     assert read_report(work)["status"] == "incomplete"
     with sqlite3.connect(journal) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    shown = await uploader("status", str(work), "--json", cwd=tmp_path)
+    assert shown.code == 3
+    assert json.loads(shown.stdout)["status"] == "incomplete"
 
     # Space again: the same command finishes from the journal.
     r = await uploader(*cmd, cwd=tmp_path)

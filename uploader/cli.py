@@ -83,6 +83,7 @@ exit codes (those of the run it shows):
   2  the run ended on a usage, input or credentials error (the error is shown),
      or WORK_DIR holds no journal
   3  not finished: still running (its pid is shown), or stopped before the end
+  4  the run ended on an internal error (the error is shown; the journal is intact)
 """
 
 

@@ -111,6 +111,7 @@ def status_report(work_dir: Path) -> dict[str, Any]:
             },
             interrupted=pid is not None or journal.get_meta("last_outcome") != "done",
             error=ended.get("error") if ended else None,
+            error_exit=int(ended["exit_code"]) if ended else 2,
             pacing=journal.get_meta("pacing"),
             shard=shard_section(chunk),
         )
