@@ -52,7 +52,9 @@ def chunk(
     max_bytes: int = 50_000_000,
     **kw: object,
 ) -> ChunkSummary:
-    inp = kw.pop("input_settings", InputSettings())
+    # These tests check the batch format row for row, so ids are not folded
+    # here; folding repeated ids is tested in test_repeats.py.
+    inp = kw.pop("input_settings", InputSettings(unique_ids=True))
     return Chunker(
         src,
         out,

@@ -62,6 +62,7 @@ async def test_demo_verifies_every_profile(tmp_path: Path) -> None:
     assert report["rows"] == {
         "read": 20_000,
         "rejected": 6,
+        "folded": 0,
         "submitted": 19_994,
         "successful": 19_994,
         "failed": 0,

@@ -192,6 +192,7 @@ def test_report_has_spec_keys_with_exact_values() -> None:
     assert r["rows"] == {
         "read": 18,
         "rejected": 2,
+        "folded": 0,
         "submitted": 16,
         "successful": 16,
         "failed": 0,
@@ -280,7 +281,8 @@ def test_exit_code_of_unknown_status_is_an_error() -> None:
 def test_accounting_mismatch_and_server_size_are_warned() -> None:
     r = report_for([rec(1, S.COMPLETE, batch_size=9)], rows_read=12)
     assert r["warnings"] == [
-        "rows read (12) != rejected (0) + submitted (10): the journal and the input disagree",
+        "rows read (12) != rejected (0) + folded (0) + submitted (10): "
+        "the journal and the input disagree",
         "batch 1: server counted 9 rows, we sent 10",
     ]
 

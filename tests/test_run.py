@@ -61,7 +61,7 @@ async def test_clean_run_v2_stores_every_value_exactly(
     report = read_report(tmp_path / "work")
     assert report["status"] == "complete"
     assert rows_of(report) == {
-        "read": 1000, "rejected": 0, "submitted": 1000, "successful": 1000,
+        "read": 1000, "rejected": 0, "folded": 0, "submitted": 1000, "successful": 1000,
         "failed": 0, "not_found": 0, "pending": 0,
     }  # fmt: skip
     assert report["batches"]["total"] == 10

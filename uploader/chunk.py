@@ -26,6 +26,7 @@ import builtins
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import os
 import threading
@@ -33,10 +34,10 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, repeat
-from operator import add
+from itertools import accumulate, compress, repeat
+from operator import add, itemgetter
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 from urllib.parse import unquote_to_bytes
 
 from uploader.encode import (
@@ -49,6 +50,14 @@ from uploader.encode import (
     profile_bytes,
 )
 from uploader.errors import ConfigError, InputError
+from uploader.repeats import (
+    HeldRows,
+    RepeatFinder,
+    RepeatStats,
+    fold_encoded,
+    id_keys,
+    scan_repeats,
+)
 from uploader.settings import MAX_PROFILE_BYTES, BatchSettings, InputSettings
 from uploader.source import ESCAPE, RecordBlock, guess_encoding
 from uploader.sources import Source, open_source
@@ -60,9 +69,13 @@ __all__ = [
     "ChunkSummary",
     "Chunker",
     "decode_row",
+    "originals_path",
     "read_batch_header",
     "read_batch_rows",
+    "read_sent_rows",
 ]
+
+_FOLD_BLOCK = 256  # folded rows handed to the sink at once
 
 
 @dataclass(frozen=True)
@@ -80,9 +93,12 @@ class BatchFile:
 
 @dataclass(frozen=True)
 class ChunkSummary:
-    """The accounting of one chunker run: ``rows_read == rows_written + rows_rejected``.
+    """The accounting of one chunker run.
 
-    After a stop, rows of the unfinished batch (deleted) are not counted at all.
+    ``rows_read == rows_rejected + rows_folded + rows_written``: a folded row
+    was merged into the one row its id is sent as (see ``repeats``). After a
+    stop, rows of the unfinished batch (deleted) and rows held back for
+    folding are not counted at all.
     """
 
     rows_read: int
@@ -101,6 +117,11 @@ class ChunkSummary:
     sample: tuple[tuple[int, builtins.bytes], ...] = ()  # (input line, encoded row), first rows
     limited: bool = False  # reading stopped at input.limit records
     short_lines: tuple[int, ...] = ()  # input lines of the first short rows
+    repeats: RepeatStats | None = None
+
+    @property
+    def rows_folded(self) -> int:
+        return self.repeats.rows_folded if self.repeats is not None else 0
 
     @property
     def rows_rejected(self) -> int:
@@ -191,16 +212,31 @@ class _BatchSink:
         self.files: list[BatchFile] = []
         self.seq = 0
         self._out: IO[bytes] | None = None
+        self._side: IO[bytes] | None = None  # originals of the folded rows of this file
         self._open = False
-        self._rows = self._bytes = self._first = self._last = 0
+        self._rows = self._bytes = self._first = self._last = self._folded = 0
         self._hash = hashlib.sha256()
 
     def _path(self, seq: int) -> Path:
         return self._dir / f"batch-{seq:06d}.txt"
 
+    def _write_originals(self, originals: Sequence[Sequence[bytes] | None]) -> None:
+        """Keep the input rows a folded row stands for, next to its batch file."""
+        for rows in originals:
+            if not rows:
+                continue
+            self._folded += 1
+            if self.seq <= self._skip:
+                continue  # resume: the file exists already
+            if self._side is None:
+                tmp = originals_path(self._path(self.seq)).with_suffix(".tmp")
+                self._side = open(tmp, "wb", opener=_private_opener)  # noqa: SIM115
+                self._side.write(self._head)
+            self._side.write(b"\n" + b"\n".join(rows))
+
     def _start(self, first_line: int) -> None:
         self.seq += 1
-        self._open, self._rows, self._first = True, 0, first_line
+        self._open, self._rows, self._first, self._folded = True, 0, first_line, 0
         self._hash = hashlib.sha256(self._head)
         self._bytes = len(self._head)
         if self.seq > self._skip:  # resume: batches up to skip exist already; only hash them
@@ -208,8 +244,16 @@ class _BatchSink:
             self._out = open(tmp, "wb", buffering=1 << 20, opener=_private_opener)  # noqa: SIM115
             self._out.write(self._head)
 
-    def add(self, datas: list[bytes], lines: list[int]) -> None:
-        """Append encoded rows (each known to fit an empty batch) in input order."""
+    def add(
+        self,
+        datas: list[bytes],
+        lines: list[int],
+        originals: Sequence[Sequence[bytes] | None] | None = None,
+    ) -> None:
+        """Append encoded rows (each known to fit an empty batch) in input order.
+
+        ``originals``: for a folded row, the encoded input rows it folds.
+        """
         cum = list(accumulate(map(add, map(len, datas), repeat(1))))  # bytes incl. each "\n"
         i, n = 0, len(datas)
         while i < n:
@@ -226,6 +270,8 @@ class _BatchSink:
             self._hash.update(chunk)
             if self._out is not None:
                 self._out.write(chunk)
+            if originals is not None:
+                self._write_originals(originals[i:j])
             self._rows += j - i
             self._bytes += len(chunk)
             self._last = lines[j - 1]
@@ -239,6 +285,14 @@ class _BatchSink:
             return None
         self._open = False
         path = self._path(self.seq)
+        if self._side is not None:  # before the batch file: a batch never lacks its originals
+            self._side.flush()
+            if self._fsync:
+                os.fsync(self._side.fileno())
+            self._side.close()
+            self._side = None
+            side = originals_path(path)
+            os.replace(side.with_suffix(".tmp"), side)
         if self._out is not None:
             self._out.flush()
             if self._fsync:
@@ -259,6 +313,9 @@ class _BatchSink:
             "last_line": batch.last_line,
             "sha256": batch.sha256,
         }
+        if self._folded:
+            entry["folded_ids"] = self._folded
+            entry["originals"] = f"batches/{originals_path(path).name}"
         self._manifest.write(json.dumps(entry) + "\n")
         self._manifest.flush()
         if batch.seq > self._skip:
@@ -271,6 +328,11 @@ class _BatchSink:
     def discard(self) -> int:
         """Drop the unfinished file (stop or error); return how many rows it held."""
         rows = self._rows if self._open else 0
+        if self._side is not None:
+            self._side.close()
+            self._side = None
+            with contextlib.suppress(OSError):
+                originals_path(self._path(self.seq)).with_suffix(".tmp").unlink()
         if self._out is not None:
             self._out.close()
             self._out = None
@@ -349,8 +411,22 @@ class Chunker:
             self.input_bytes_total = getattr(src, "size_bytes", None)
             return self._stream(src, plan, head, row_limit)
 
+    def _repeats(self) -> tuple[RepeatStats, Any]:
+        """How this run treats repeated ids, and the pre-pass that finds them.
+
+        Folding needs a second read of the input; standard input cannot be
+        read twice, so it is only counted there (the report says so).
+        """
+        inp = self.input_settings
+        if inp.unique_ids or str(self.input) == "-":
+            return RepeatStats("off"), None
+        found = scan_repeats(self.input, inp, tmp_dir=self.out_dir)
+        return RepeatStats("fold"), found.keys if found.ids else None
+
     def _stream(self, src: Source, plan: ColumnPlan, head: bytes, row_limit: int) -> ChunkSummary:
         inp = self.input_settings
+        stats, repeated = self._repeats()
+        finder = RepeatFinder(self.out_dir) if stats.handling == "off" else None
         rejects = _Rejects(self.out_dir / "rejects.csv", inp.encoding)
         sink = _BatchSink(
             self.out_dir,
@@ -361,6 +437,8 @@ class Chunker:
             on_regenerated=self.on_regenerated,
             fsync=self.fsync,
         )
+        held = HeldRows(self.out_dir / "repeats.sqlite") if repeated is not None else None
+        first = itemgetter(0)
         counts: Counter[RejectReason] = Counter()
         size_check = min(MAX_PROFILE_BYTES, row_limit)  # a shorter encoded row is within both
         notes = _InputNotes(inp)
@@ -380,11 +458,16 @@ class Chunker:
                 bad += [
                     Reject(line, [], RejectReason.MALFORMED_RECORD) for line, _ in block.malformed
                 ]
+                hold: list[bool] | None = None
+                if finder is not None:
+                    finder.add(id_keys(map(first, checked.keep)))
+                elif repeated is not None:
+                    hold = repeated.flags(id_keys(map(first, checked.keep)))
                 encoded = encode_rows(checked.keep)
                 datas = cast(list[bytes], encoded)
                 if None in encoded or (datas and max(map(len, datas)) > size_check):
-                    datas, lines = _drop_unsendable(
-                        encoded, lines, checked.originals, plan, row_limit, bad
+                    datas, lines, hold = _drop_unsendable(
+                        encoded, lines, checked.originals, plan, row_limit, bad, hold
                     )
                 if bad:
                     rejects.write(bad, block.record_text)
@@ -393,6 +476,10 @@ class Chunker:
                 notes.short(checked.short)
                 if len(sample) < self.sample_rows:
                     sample += list(zip(lines, datas, strict=True))[: self.sample_rows - len(sample)]
+                if hold is not None and held is not None and any(hold):
+                    held.add(list(compress(datas, hold)), list(compress(lines, hold)))
+                    send = [not h for h in hold]
+                    datas, lines = list(compress(datas, send)), list(compress(lines, send))
                 sink.add(datas, lines)
                 written += len(datas)
                 self.input_bytes_read = getattr(src, "bytes_read", None)
@@ -400,16 +487,22 @@ class Chunker:
                 if limited:
                     break
             if not stopped:
+                if held is not None:
+                    written += self._fold(held, sink, stats, rejects, counts, row_limit)
+                elif finder is not None:
+                    stats = _counted(finder)
                 sink.finish()
                 # Never files a resumed run recorded, even if this input is shorter.
                 self._remove_stale(max(sink.seq, self.skip_through_seq))
             else:
                 dropped = sink.discard()
-                read -= dropped
+                read -= dropped + (held.rows if held is not None else 0)
                 written -= dropped
         finally:
             sink.close()
             rejects.close()
+            if held is not None:
+                held.close()
         return ChunkSummary(
             rows_read=read,
             rows_written=written,
@@ -427,12 +520,59 @@ class Chunker:
             sample=tuple(sample),
             limited=limited,
             short_lines=tuple(notes.short_lines),
+            repeats=stats,
         )
+
+    def _fold(
+        self,
+        held: HeldRows,
+        sink: _BatchSink,
+        stats: RepeatStats,
+        rejects: _Rejects,
+        counts: Counter[RejectReason],
+        row_limit: int,
+    ) -> int:
+        """Write one folded row per held id into the last batches; return rows written.
+
+        A fold over the row limit (the id's values together exceed Target's
+        64 KB profile) cannot be sent as one row: every row of that id is
+        rejected as ``profile_too_large``, as Target would refuse the profile.
+        The raw text of those records is gone by now: rejects.csv gets the
+        values of their sent columns, in the input's delimiter.
+        """
+        delimiter = self.input_settings.delimiter
+        datas: list[bytes] = []
+        lines: list[int] = []
+        originals: list[list[bytes]] = []
+        written = 0
+        for rid, id_lines, rows in held.groups():
+            folded = fold_encoded(rows)
+            if len(folded) > row_limit or profile_bytes(folded) > MAX_PROFILE_BYTES:
+                too_large, rid_text = RejectReason.PROFILE_TOO_LARGE, decode_row(rid)[0]
+                bad = [
+                    Reject(line, decode_row(row), too_large, rid_text)
+                    for line, row in zip(id_lines, rows, strict=True)
+                ]
+                pairs = zip(id_lines, rows, strict=True)
+                texts = {line: _sent_record(row, delimiter) for line, row in pairs}
+                rejects.write(bad, texts.__getitem__)
+                counts[RejectReason.PROFILE_TOO_LARGE] += len(bad)
+                continue
+            stats.group(rid, id_lines)
+            datas.append(folded)
+            lines.append(id_lines[0])
+            originals.append(rows if len(rows) > 1 else [])
+            if len(datas) >= _FOLD_BLOCK:
+                sink.add(datas, lines, originals)
+                written += len(datas)
+                datas, lines, originals = [], [], []
+        sink.add(datas, lines, originals)
+        return written + len(datas)
 
     def _remove_stale(self, last_seq: int) -> None:
         """Delete batch files left by an earlier, longer run into the same directory."""
-        for path in (self.out_dir / "batches").glob("batch-*.txt"):
-            seq = path.stem.removeprefix("batch-")
+        for path in (self.out_dir / "batches").glob("batch-*"):
+            seq = path.name.removeprefix("batch-").partition(".")[0]
             if seq.isdigit() and int(seq) > last_seq:
                 path.unlink()
 
@@ -520,7 +660,8 @@ def _drop_unsendable(
     plan: ColumnPlan,
     row_limit: int,
     bad: list[Reject],
-) -> tuple[list[bytes], list[int]]:
+    hold: list[bool] | None,
+) -> tuple[list[bytes], list[int], list[bool] | None]:
     """Move rows with undecodable bytes or over the size limits from a block to ``bad``.
 
     Target's 64 KB limit is on the decoded values (``profile_bytes``); ``row_limit``
@@ -528,15 +669,54 @@ def _drop_unsendable(
     """
     keep: list[bytes] = []
     keep_lines: list[int] = []
-    for data, line, row in zip(encoded, lines, originals, strict=True):
+    keep_hold: list[bool] = []
+    for i, (data, line, row) in enumerate(zip(encoded, lines, originals, strict=True)):
         if data is not None and len(data) <= row_limit and profile_bytes(data) <= MAX_PROFILE_BYTES:
             keep.append(data)
             keep_lines.append(line)
+            keep_hold.append(bool(hold and hold[i]))
             continue
         reason = RejectReason.BAD_ENCODING if data is None else RejectReason.PROFILE_TOO_LARGE
         rid = row[plan.id_index] if len(row) > plan.id_index else ""
         bad.append(Reject(line, row, reason, rid))
-    return keep, keep_lines
+    return keep, keep_lines, keep_hold if hold is not None else None
+
+
+def _counted(finder: RepeatFinder) -> RepeatStats:
+    repeated, extra = finder.finish()
+    return RepeatStats("off", ids=len(repeated), rows=len(repeated) + sum(extra))
+
+
+def _sent_record(data: bytes, delimiter: str) -> str:
+    text = io.StringIO()
+    csv.writer(text, delimiter=delimiter, lineterminator="").writerow(decode_row(data))
+    return text.getvalue()
+
+
+def originals_path(batch_path: Path) -> Path:
+    """Where the input rows of a batch's folded rows are kept (the batch format, not *.txt)."""
+    return batch_path.with_suffix(".originals")
+
+
+def read_sent_rows(path: Path) -> Iterator[list[str]]:
+    """A batch's rows as the input gave them: a folded row becomes the rows it folds.
+
+    The header row first, like ``read_batch_rows``. Used for ``failed.csv``,
+    so that sending it again folds the same rows into the same profile.
+    Holds the originals of one batch in memory (at most one batch of rows).
+    """
+    side = originals_path(Path(path))
+    rows = read_batch_rows(Path(path))
+    if not side.exists():
+        yield from rows
+        return
+    by_id: dict[str, list[list[str]]] = {}
+    originals = read_batch_rows(side)
+    next(originals, None)
+    for row in originals:
+        by_id.setdefault(row[0], []).append(row)
+    for row in rows:
+        yield from by_id.get(row[0], [row])
 
 
 def read_batch_rows(path: Path) -> Iterator[list[str]]:

@@ -46,6 +46,7 @@ _INPUT_FLAGS = {
     "strip_ids": "input.strip_ids",
     "short_rows": "input.short_rows",
     "limit": "input.limit",
+    "unique_ids": "input.unique_ids",
     "max_batch_rows": "batch.max_rows",
     "max_batch_bytes": "batch.max_bytes",
     "shard": "input.shard",
@@ -153,6 +154,13 @@ def _add_input(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--limit", type=int, metavar="N", help="read only the first N data rows (a trial load)"
+    )
+    g.add_argument(
+        "--unique-ids",
+        action="store_true",
+        default=None,
+        help="the export holds each id once: skip the pre-pass that folds repeated ids "
+        "(default: fold them; repeats seen anyway are reported)",
     )
     g.add_argument(
         "--max-batch-rows",

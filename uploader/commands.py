@@ -99,6 +99,8 @@ def status_report(work_dir: Path) -> dict[str, Any]:
             counters=journal.counters(),
             rows_read=chunk.get("rows_read", sum(b.rows for b in batches)),
             rejected_by_reason=chunk.get("rejected", {}),
+            rows_folded=chunk.get("folded", 0),
+            repeated_ids=chunk.get("repeated_ids"),
             chunking_done=bool(journal.get_meta("chunk_done")),
             short_rows=int(chunk.get("short_rows", 0)),
             input_warnings=chunk.get("warnings", []),

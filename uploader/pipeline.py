@@ -732,6 +732,8 @@ async def _chunk(run: _Run, input_name: str, work_dir: Path, checked: bool) -> N
             "shard": run.settings.input.shard,
             "short_rows": summary.short_rows,
             "warnings": list(summary.warnings),
+            "folded": summary.rows_folded,
+            "repeated_ids": summary.repeats.as_dict() if summary.repeats else None,
         },
     )
     journal.set_meta("chunk_done", True)

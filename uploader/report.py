@@ -40,6 +40,7 @@ __all__ = [
     "exit_code",
     "private_file",
     "render_summary",
+    "repeats_line",
     "write_failed_csv",
     "write_junit",
     "write_report",
@@ -59,6 +60,7 @@ class RowCounts:
 
     read: int
     rejected: int
+    folded: int  # merged into the one row their id was sent as (see repeats.py)
     submitted: int
     successful: int
     failed: int
@@ -68,14 +70,19 @@ class RowCounts:
     overcounted: int = 0  # server counts above the batch (duplicates): ignored
 
 
-def account_rows(batches: Sequence[BatchRecord], *, rows_read: int, rejected: int) -> RowCounts:
+def account_rows(
+    batches: Sequence[BatchRecord], *, rows_read: int, rejected: int, folded: int = 0
+) -> RowCounts:
     """Put every submitted row in exactly one bucket.
+
+    A folded input row is not submitted on its own: its values travel in the
+    one row of its id, so ``read = rejected + folded + submitted``.
 
     Rows of stuck batches count as failed: the server says they were not
     applied (SPEC section 2). A stuck batch that is resent moves back to
     pending, so a later report counts it again from scratch.
     """
-    c = RowCounts(rows_read, rejected, 0, 0, 0, 0, 0)
+    c = RowCounts(rows_read, rejected, folded, 0, 0, 0, 0, 0)
     for b in batches:
         c.submitted += b.rows
         if b.state is BatchState.COMPLETE:
@@ -133,6 +140,8 @@ def build_report(
     shard: Mapping[str, Any] | None = None,
     short_rows: int = 0,
     input_warnings: Sequence[str] = (),
+    rows_folded: int = 0,
+    repeated_ids: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report.json document (SPEC section 4 keys first, then extras).
 
@@ -144,7 +153,7 @@ def build_report(
     internal error).
     """
     rejected = sum(rejected_by_reason.values())
-    rows = account_rows(batches, rows_read=rows_read, rejected=rejected)
+    rows = account_rows(batches, rows_read=rows_read, rejected=rejected, folded=rows_folded)
     stuck = sum(1 for b in batches if b.state is BatchState.STUCK)
     status = _status(rows, stuck=stuck, chunking_done=chunking_done, interrupted=interrupted)
     if error is not None:
@@ -184,9 +193,10 @@ def build_report(
         "short_rows": short_rows,
         "errors": [_batch_error(b) for b in batches if b.state in _FAILED_STATES],
         "duplicates": _duplicates(batches, rows),
+        "repeated_ids": _repeated_ids(repeated_ids),
         "warnings": [
             *input_warnings,
-            *_warnings(rows, batches, counters, chunking_done=chunking_done),
+            *_warnings(rows, batches, counters, repeated_ids, chunking_done=chunking_done),
         ],
         "started_at": _iso(finished - elapsed_s),
         "finished_at": _iso(finished),
@@ -227,19 +237,41 @@ def _duplicates(batches: Sequence[BatchRecord], rows: RowCounts) -> dict[str, in
     }
 
 
+_NO_REPEATS: dict[str, Any] = {
+    "handling": None,
+    "ids": 0,
+    "rows": 0,
+    "rows_folded": 0,
+    "max_rows_per_id": 0,
+    "examples": [],
+}
+
+
+def _repeated_ids(found: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Ids on more than one valid row: how many, their rows, how many were folded."""
+    return {**_NO_REPEATS, **(found or {})}
+
+
 def _warnings(
     rows: RowCounts,
     batches: Sequence[BatchRecord],
     counters: Mapping[str, int],
+    repeated: Mapping[str, Any] | None = None,
     *,
     chunking_done: bool,
 ) -> list[str]:
     """Inconsistencies worth a human look, ours or the server's; none changes the counts."""
     out = []
-    if chunking_done and rows.read != rows.rejected + rows.submitted:
+    if chunking_done and rows.read != rows.rejected + rows.folded + rows.submitted:
         out.append(
-            f"rows read ({rows.read}) != rejected ({rows.rejected}) + submitted "
-            f"({rows.submitted}): the journal and the input disagree"
+            f"rows read ({rows.read}) != rejected ({rows.rejected}) + folded ({rows.folded}) "
+            f"+ submitted ({rows.submitted}): the journal and the input disagree"
+        )
+    if repeated and repeated.get("handling") == "off" and repeated.get("ids"):
+        out.append(
+            f"{repeated['ids']} ids appear on more than one row, but repeated-id handling "
+            "is off (input.unique_ids): their rows were sent as they are, and Target may "
+            "apply an earlier row after a later one"
         )
     by_id: dict[str, list[int]] = {}
     for b in batches:
@@ -476,7 +508,7 @@ def render_summary(report: Mapping[str, Any]) -> str:
     state = f"RUNNING (pid {pid})" if pid else f"{status.upper()} (exit {report['exit_code']})"
     lines = [
         f"uploader job {report['job_id']}: {state}",
-        _line("rows", rows, ("read", "rejected", "submitted")),
+        _line("rows", rows, ("read", "rejected", *_folded(rows), "submitted")),
         _line("", rows, ("successful", "failed", "not_found", "pending")),
         _line("batches", batches, tuple(batches)),
         _line("requests", requests, _REQUESTS),
@@ -506,6 +538,9 @@ def render_summary(report: Mapping[str, Any]) -> str:
             f"{'note':<10}{dup['server_unaccounted_rows']:,} rows missing from the server's "
             "counts are counted failed"
         )
+    repeats = repeats_line(report.get("repeated_ids") or {})
+    if repeats:
+        lines.append(f"{'repeats':<10}{repeats}")
     warnings = list(report.get("warnings") or ())
     for warning in warnings[:_SUMMARY_WARNINGS]:
         lines.append(f"{'warning':<10}{warning}")
@@ -517,6 +552,28 @@ def render_summary(report: Mapping[str, Any]) -> str:
     if hint:
         lines.append(f"{'hint':<10}{hint}")
     return "\n".join(lines)
+
+
+def _folded(rows: Mapping[str, Any]) -> tuple[str, ...]:
+    """The folded count is shown when rows were folded (most exports have none)."""
+    return ("folded",) if rows.get("folded") else ()
+
+
+def repeats_line(found: Mapping[str, Any]) -> str:
+    """One line on repeated ids for the summaries ("" when there were none)."""
+    ids = int(found.get("ids") or 0)
+    if not ids:
+        return ""
+    if found.get("handling") == "off":
+        return (
+            f"{ids:,} ids on more than one row ({int(found.get('rows') or 0):,} rows) "
+            "sent unfolded: repeated-id handling is off (--unique-ids)"
+        )
+    return (
+        f"{ids:,} ids on more than one row: {int(found.get('rows_folded') or 0):,} rows "
+        f"folded into one row per id (at most {int(found.get('max_rows_per_id') or 0):,} "
+        "rows for one id)"
+    )
 
 
 def _line(label: str, values: Mapping[str, Any], keys: Sequence[str]) -> str:

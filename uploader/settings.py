@@ -141,6 +141,8 @@ class InputSettings:
     strip_ids: bool = False  # trim spaces around ids instead of rejecting them as invalid_id
     short_rows: str = "pad"  # rows with fewer fields than the header: pad | reject
     limit: int | None = None  # read only the first N data records (a trial load)
+    # True: the export holds each id once; skip the pre-pass that folds repeated ids
+    unique_ids: bool = False
 
     def __post_init__(self) -> None:
         _one_of("input.id_type", self.id_type, _ID_TYPES)

@@ -15,6 +15,7 @@ from typing import TextIO
 from rich import filesize
 
 from uploader.chunk import Chunker, ChunkSummary
+from uploader.report import repeats_line
 from uploader.settings import BatchSettings, InputSettings
 from uploader.sources.spool import discard_spool, spool_stdin
 from uploader.workdir import check_ours
@@ -35,6 +36,9 @@ def render_split_summary(input: str, summary: ChunkSummary) -> str:
         lines.append(f"    {reason.value:<16}{count:>10,}")
     if summary.short_rows:
         lines.append(f"  short rows     {summary.short_rows:>12,}")
+    if summary.repeats is not None and (summary.repeats.ids or summary.rows_folded):
+        lines.append(f"  rows folded    {summary.rows_folded:>12,}")
+        lines.append(f"  repeats        {repeats_line(summary.repeats.as_dict())}")
     lines.append(f"  batches        {summary.batches:>12,}  ({filesize.decimal(summary.bytes)})")
     if summary.files:
         lines.append(f"  batch files    {out / 'batches'}/")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from uploader import report as reporting
-from uploader.chunk import BatchFile, read_batch_rows
+from uploader.chunk import BatchFile, read_batch_rows, read_sent_rows
 from uploader.combine import shard_section
 from uploader.errors import (
     ConfigError,
@@ -119,6 +119,7 @@ def fingerprint(
         strip_ids=inp.strip_ids,
         short_rows=inp.short_rows,
         limit=inp.limit,
+        unique_ids=inp.unique_ids,
         max_rows=settings.batch.max_rows,
         max_bytes=settings.batch.max_bytes,
     )
@@ -312,6 +313,8 @@ def write_outputs(
         counters=journal.counters(),
         rows_read=chunk.get("rows_read", sum(b.rows for b in batches)),
         rejected_by_reason=rejected,
+        rows_folded=chunk.get("folded", 0),
+        repeated_ids=chunk.get("repeated_ids"),
         chunking_done=bool(journal.get_meta("chunk_done")),
         short_rows=int(chunk.get("short_rows", 0)),
         input_warnings=chunk.get("warnings", []),
@@ -382,7 +385,7 @@ def describe_batch_file(seq: int, path: Path) -> BatchFile:
 
 
 def _read_rows(path: str) -> Iterator[list[str]]:
-    return read_batch_rows(Path(path))
+    return read_sent_rows(Path(path))
 
 
 def failed_header(

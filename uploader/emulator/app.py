@@ -3,8 +3,9 @@
 Request path (``/m2/...`` submit): auth, in-flight limit (429), injected 503,
 a size-capped streaming read, the fast validation of ``formdata.scan_batch``,
 then the batch is recorded and queued; rows are decoded and applied later by
-one background task at ``apply_rate`` rows per second, in FIFO order and in
-small slices so the event loop stays responsive. Status and fetch calls only
+one background task at ``apply_rate`` rows per second, in FIFO order (or
+interleaved at random, ``apply_order``) and in small slices so the event
+loop stays responsive. Status and fetch calls only
 read the ``Store``.
 
 HTTP answers chosen where Adobe documents none: a body of 50 MB or more gets
@@ -181,7 +182,12 @@ class Emulator:
         self._work.set()
 
     async def _apply_forever(self) -> None:
-        """Apply queued batches in FIFO order at ``apply_rate`` rows per second."""
+        """Apply queued batches at ``apply_rate`` rows per second.
+
+        In FIFO order, or with ``apply_order = "random"`` a slice at a time
+        from a batch picked at random: batches then interleave and finish in
+        any order, while the rows of one batch stay in their order.
+        """
         loop = asyncio.get_running_loop()
         rate = self.config.apply_rate
         slice_rows = max(1, min(_MAX_SLICE_ROWS, int(rate * _SLICE_SECONDS)))
@@ -193,10 +199,11 @@ class Emulator:
                 await self._work.wait()
                 due = loop.time()
                 continue
-            batch = self._queue[0]
+            pick = self._faults.next_batch(len(self._queue))
+            batch = self._queue[pick]
             done = self._apply_slice(batch, slice_rows)
             if batch.status is not RemoteStatus.INCOMPLETE:
-                self._queue.popleft()
+                del self._queue[pick]
             due = max(due + done / rate, loop.time() - _MAX_CREDIT_S)
             await asyncio.sleep(max(0.0, due - loop.time()))
 

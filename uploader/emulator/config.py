@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from uploader.errors import ConfigError
 
-__all__ = ["EmulatorConfig", "add_arguments", "config_from_args", "parse_latency"]
+__all__ = ["APPLY_ORDERS", "EmulatorConfig", "add_arguments", "config_from_args", "parse_latency"]
+
+APPLY_ORDERS = ("arrival", "random")
 
 
 def _check_rate(name: str, value: float) -> None:
@@ -44,6 +46,10 @@ class EmulatorConfig:
     # "full": keep every profile (fetch and verify work); "none": keep only counts and an
     # order-independent digest of the applied rows (constant memory: for benchmarks)
     store: str = "full"
+    # "arrival": accepted batches are applied one after another in the order they came in;
+    # "random": every slice of rows comes from a batch picked at random among the accepted
+    # ones not yet applied, as real Target may process batches it took in together in any order
+    apply_order: str = "arrival"
 
     def __post_init__(self) -> None:
         if not (self.apply_rate > 0 and math.isfinite(self.apply_rate)):
@@ -65,6 +71,11 @@ class EmulatorConfig:
         if self.store not in STORES:
             raise ConfigError(
                 f"emulator: store must be one of {', '.join(STORES)}; got {self.store!r}"
+            )
+        if self.apply_order not in APPLY_ORDERS:
+            raise ConfigError(
+                f"emulator: apply_order must be one of {', '.join(APPLY_ORDERS)}; "
+                f"got {self.apply_order!r}"
             )
 
 
@@ -172,6 +183,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="full: keep every profile (fetchable); none: only counts and a digest of the "
         "applied rows, in constant memory (default: full)",
     )
+    add(
+        "--apply-order",
+        choices=APPLY_ORDERS,
+        default="arrival",
+        help="apply accepted batches in arrival order, or interleaved in random order "
+        "(default: arrival)",
+    )
     add("--token", default=None, help="require Authorization: Bearer TOKEN (default: none)")
     add("--seed", type=int, default=0, help="seed of the fault generator (default: 0)")
 
@@ -193,4 +211,5 @@ def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
         lose_rate=ns.lose_rate,
         fetch_latency_ms=(float(ns.fetch_latency_ms[0]), float(ns.fetch_latency_ms[1])),
         store=ns.store,
+        apply_order=ns.apply_order,
     )

@@ -100,3 +100,9 @@ class Faults:
 
     def status_error(self) -> bool:
         return self._roll(self._config.status_error_rate)
+
+    def next_batch(self, queued: int) -> int:
+        """Index of the queued batch to apply a slice of next (0: the oldest)."""
+        if self._config.apply_order != "random" or queued < 2:
+            return 0
+        return self._rng.randrange(queued)

@@ -208,6 +208,15 @@ def _read_ids(path: Path) -> Iterator[str]:
                 yield pid
 
 
+def _folded_id_column(journal: Journal, settings: Settings) -> str | None:
+    """The input's id column when the run folded rows of repeated ids, else None."""
+    chunk = journal.get_meta("chunk") or {}
+    if not chunk.get("folded"):
+        return None
+    header = chunk.get("header") or [""]
+    return settings.input.id_column or str(header[0])
+
+
 def _prepare(
     opts: VerifyOptions,
     journal: Journal,
@@ -229,6 +238,7 @@ def _prepare(
         journal.profile_errors(),
         settings.input,
         input_path=opts.input_path,
+        folded_id_column=_folded_id_column(journal, settings),
     )
     seed = int(selection.get("seed", 0))
     started = time.monotonic()

@@ -116,8 +116,10 @@ class SentRows:
                     "the run read"
                 )
 
-    def from_batch_files(self, rename: Mapping[str, str]) -> tuple[Layout, Iterator[list[Row]]]:
-        """Read the batch files themselves (a run of ``uploader submit``)."""
+    def from_batch_files(
+        self, rename: Mapping[str, str], id_column: str | None = None
+    ) -> tuple[Layout, Iterator[list[Row]]]:
+        """Read the batch files themselves (a run of ``uploader submit``, or one that folded)."""
         ordered = sorted(self._batches, key=lambda b: b.seq)
         if not ordered:
             return Layout((), ()), iter(())
@@ -126,7 +128,8 @@ class SentRows:
         except OSError as exc:
             raise InputError(f"{ordered[0].file}: cannot read batch file: {exc}") from exc
         back = {target: crm for crm, target in rename.items()}
-        layout = Layout(tuple(head[1:]), (head[0], *(back.get(n, n) for n in head[1:])))
+        first = id_column or head[0]
+        layout = Layout(tuple(head[1:]), (first, *(back.get(n, n) for n in head[1:])))
 
         def blocks() -> Iterator[list[Row]]:
             for b in ordered:
@@ -184,8 +187,15 @@ def sent_rows(
     settings: InputSettings,
     *,
     input_path: str | None = None,
+    folded_id_column: str | None = None,
 ) -> tuple[Layout, Iterator[list[Row]], str]:
-    """The run's successful rows from the best source; the last item names the source."""
+    """The run's successful rows from the best source; the last item names the source.
+
+    ``folded_id_column`` (the input's id column) is given when the run folded
+    rows of repeated ids into one row per id (see ``repeats``): input lines
+    then no longer map to batches by range, and the batch files hold exactly
+    what was sent, the end state the export asks for.
+    """
     source = SentRows(batches, profile_errors)
     recorded = fingerprint.get("input", {})
     if "files" in recorded:
@@ -202,6 +212,9 @@ def sent_rows(
     if not is_url(path) and not Path(path).is_file():
         raise InputError(f"{path}: the run's input is gone; pass its new place with --input PATH")
     _check_identity(path, recorded, settings)
+    if folded_id_column is not None:
+        layout, blocks = source.from_batch_files(settings.rename, folded_id_column)
+        return layout, blocks, "batch files (rows of repeated ids were folded)"
     encoding = settings.encoding
     layout, blocks = source.from_input(
         path, settings, rejected_lines(work_dir / "rejects.csv", encoding)
