@@ -91,7 +91,7 @@ async def test_a_changed_input_is_refused_before_anything_is_sent(
     outcome = await run(emulator, src, work, batch__max_rows=BATCH_ROWS, run__fresh=True)
     assert outcome.exit_code == 1
     assert read_report(work)["rows"] == {
-        "read": ROWS, "rejected": 1, "submitted": ROWS - 1, "successful": ROWS - 1,
+        "read": ROWS, "rejected": 1, "folded": 0, "submitted": ROWS - 1, "successful": ROWS - 1,
         "failed": 0, "not_found": 0, "pending": 0,
     }  # fmt: skip
 
