@@ -26,7 +26,20 @@ from benchmarks.common import RESULTS_DIR, Figure, out_dir, run_module
 from uploader.bench import machine_info
 
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
-ORDER = ("split", "submit", "curl", "wire", "memory", "hostile", "overnight", "verify", "sources")
+ORDER = (
+    "split",
+    "submit",
+    "curl",
+    "wire",
+    "memory",
+    "hostile",
+    "overnight",
+    "verify",
+    "sources",
+    "pacing",
+    "observability",
+    "emulator",
+)
 
 
 def _argv(name: str, quick: bool, full: bool, out: Path) -> list[str]:

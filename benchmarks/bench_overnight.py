@@ -11,7 +11,9 @@ every row at the emulator's rate. The goal: total / bound <= 1.1.
 The full size is 10,000,000 rows (the default of this program): ~1.4 GB of
 CSV; on a 2-core machine expect ~8-10 minutes in all (export generation
 ~30 s, chunking alone, then the run, which is bound by the 200 s of
-applying), and ~11 GB of RAM in the emulator (it keeps every profile).
+applying). The emulator runs with ``--store none`` (counts and a digest, no
+profiles), so its memory stays flat; with every profile kept it would need
+about 13 GB at the full size (see ``bench_emulator``).
 ``python -m benchmarks`` runs it at 1,000,000 rows unless given --full.
 
     python -m benchmarks.bench_overnight [--quick] [--rows N]
@@ -75,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(Path(tmp) / "split")
         work = Path(tmp) / "run"
         with EmulatorProcess(
-            latency_ms=LATENCY_MS, max_inflight=LIMIT, apply_rate=APPLY_RATE
+            latency_ms=LATENCY_MS, max_inflight=LIMIT, apply_rate=APPLY_RATE, store="none"
         ) as emu:
             args = [
                 sys.executable, "-m", "uploader", "run", str(export),
@@ -134,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     result.add("run exit code", code, "", "<=", 0)
     result.add("peak RSS of the run", rss, "MB")
+    result.add("peak RSS of the emulator (--store none)", emu_rss, "MB")
     result.add("rows/s end to end", rows / total_s, "rows/s")
     if rows < FULL_ROWS:
         result.notes.append(
@@ -142,8 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     result.notes.append(
         f"emulator: latency {LATENCY_MS[0]:g}-{LATENCY_MS[1]:g} ms, limit {LIMIT}, "
-        f"apply {APPLY_RATE:,.0f} rows/s; the bound ignores that applying cannot start "
-        "before the first batch is chunked and accepted"
+        f"apply {APPLY_RATE:,.0f} rows/s, --store none; the bound ignores that applying "
+        "cannot start before the first batch is chunked and accepted"
     )
     result.elapsed_s = time.perf_counter() - started
     finish(result, out_dir(ns))

@@ -243,6 +243,7 @@ class EmulatorProcess:
         apply_rate: float = 1_000_000.0,
         retry_after_s: float = 1.0,
         fetch_latency_ms: tuple[float, float] = (0.0, 0.0),
+        store: str = "full",
     ) -> None:
         self.args = [
             sys.executable,
@@ -259,6 +260,8 @@ class EmulatorProcess:
             f"{retry_after_s:g}",
             "--fetch-latency-ms",
             f"{fetch_latency_ms[0]:g}-{fetch_latency_ms[1]:g}",
+            "--store",
+            store,
         ]
         if max_inflight is not None:
             self.args += ["--max-inflight", str(max_inflight)]
