@@ -111,6 +111,7 @@ def bar_chart(
         positions = range(len(labels))
         ax.set_xticks(list(positions), [str(x) for x in labels], rotation=45, ha="right")
     ax.bar(positions, values, width=width if width is not None else 0.8)
+    ax.set_ylim(bottom=0, top=None if any(values) else 1)
     return _svg(fig)
 
 

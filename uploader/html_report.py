@@ -83,19 +83,22 @@ def _time_sections(samples: Sequence[Sample]) -> list[charts.Section]:
         return [charts.Section(t, "", note) for t in titles]
     t0 = samples[0].t
     xs, label = charts.time_axis([s.t - t0 for s in samples])
-    rate_x, rate_y, throttle_x, throttle_n = [], [], [], []
+    accepted_x, accepted_n, throttle_x, throttle_n = [], [], [], []
     for prev, cur, x in zip(samples, samples[1:], xs[1:], strict=False):
-        dt = cur.t - prev.t
-        if dt <= 0 or cur.rows_accepted < prev.rows_accepted:  # a new run starts from zero
+        if cur.rows_accepted < prev.rows_accepted:  # a new run counts from zero again
             continue
-        rate_x.append(x)
-        rate_y.append((cur.rows_accepted - prev.rows_accepted) / dt)
+        accepted_x.append(x)
+        accepted_n.append(cur.rows_accepted - prev.rows_accepted)
         if cur.throttles > prev.throttles:
             throttle_x.append(x)
             throttle_n.append(cur.throttles - prev.throttles)
+    # Rows arrive a batch at a time: a rate per bin of the span reads better than per sample.
+    bins_x, bins_rows = _bin(accepted_x, accepted_n, xs[-1])
+    bin_s = (samples[-1].t - t0) / _BINS or 1.0
+    rate_x, rate_y = bins_x, [n / bin_s for n in bins_rows]
     waits = _waiting_spans(samples, xs)
     rate = charts.line_chart(
-        "Rows accepted per second",
+        f"Rows accepted per second (over {_seconds(bin_s)} bins)",
         label,
         "rows/s",
         {"rows/s": (rate_x, rate_y)},
@@ -130,6 +133,10 @@ def _time_sections(samples: Sequence[Sample]) -> list[charts.Section]:
     ]
 
 
+def _seconds(s: float) -> str:
+    return f"{s:.3g} s" if s < 120 else f"{s / 60:.3g} min"
+
+
 def _waiting_spans(samples: Sequence[Sample], xs: Sequence[float]) -> list[tuple[float, float]]:
     spans, start = [], None
     for s, x in zip(samples, xs, strict=True):
@@ -145,10 +152,10 @@ def _waiting_spans(samples: Sequence[Sample], xs: Sequence[float]) -> list[tuple
 
 def _bin(xs: Sequence[float], ns: Sequence[int], span: float) -> tuple[list[float], list[int]]:
     width = span / _BINS or 1.0
-    counts = [0] * (_BINS + 1)
+    counts = [0] * _BINS
     for x, n in zip(xs, ns, strict=True):
-        counts[min(_BINS, int(x / width))] += n
-    return [i * width + width / 2 for i in range(_BINS + 1)], counts
+        counts[min(_BINS - 1, int(x / width))] += n
+    return [i * width + width / 2 for i in range(_BINS)], counts
 
 
 def _latency_section(latency: LatencyHistogram) -> charts.Section:
