@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import re
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import FAST_APPLY
 from uploader import bench
+from uploader.emulator import Emulator, EmulatorConfig
+from uploader.errors import ConfigError
 
 
 def _run(tmp_path: Path, *args: str) -> tuple[int, dict]:
@@ -65,3 +74,59 @@ def test_bench_counts_throttling_and_uneven_batches(tmp_path: Path) -> None:
     assert r["throttled_fraction"] == round(s["throttled"] / s["submits"], 4)
     assert r["complete_latency_s"]["n"] == 0  # --no-wait: nothing followed to complete
     assert code == 1  # not finished (exit 3 of the run) is not a clean bench
+
+
+@pytest.fixture
+def threaded_emulator() -> Iterator[Emulator]:
+    """An emulator on its own loop in a thread: ``bench.main`` runs its own loop."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    emu = Emulator(EmulatorConfig(apply_rate=FAST_APPLY))
+    asyncio.run_coroutine_threadsafe(emu.start(), loop).result(10)
+    try:
+        yield emu
+    finally:
+        asyncio.run_coroutine_threadsafe(emu.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_safe_bench_leaves_the_store_unchanged(tmp_path: Path, threaded_emulator: Emulator) -> None:
+    emu = threaded_emulator
+    target = ("--base-url", emu.base_url, "--poll-initial", "0.05", "--max-batch-rows", "500")
+    code, loaded = _run(tmp_path, "--rows", "1000", *target)  # loopback: v2 writes allowed
+    assert (code, loaded["rows_successful"], loaded["settings"]["api"]) == (0, 1000, "v2")
+    before = emu.stats()["profiles_stored"], emu.profile("bench", "thirdPartyId", "B7")
+    assert before[0] == 1000 and before[1] is not None
+
+    code, r = _run(tmp_path, "--rows", "2000", "--safe", *target)
+    assert code == 0
+    assert r["settings"]["api"] == "v1"
+    assert re.fullmatch(r"uploader-bench-[0-9a-f]{8}-", r["settings"]["id_prefix"])
+    assert (r["rows_submitted"], r["rows_not_found"], r["rows_successful"]) == (2000, 2000, 0)
+    assert r["batches_accepted"] == 4
+    assert (emu.stats()["profiles_stored"], emu.profile("bench", "thirdPartyId", "B7")) == before
+
+
+def test_non_loopback_target_is_safe_unless_writes_are_allowed() -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    far = ["--base-url", "https://acme.tt.omtrdc.net", "--client", "acme"]
+    opts = bench.options_from_args(parser.parse_args(far))
+    assert opts.api == "v1" and opts.id_prefix.startswith("uploader-bench-")
+    assert bench.writes_notice(opts) is None
+    with pytest.raises(ConfigError, match=r"pass --allow-writes to do that on purpose$"):
+        bench.options_from_args(parser.parse_args([*far, "--api", "v2"]))
+    with pytest.raises(ConfigError, match=r"--api v2 and --id-prefix would create"):
+        bench.options_from_args(parser.parse_args([*far, "--id-prefix", "C"]))
+    opts = bench.options_from_args(parser.parse_args([*far, "--allow-writes"]))
+    assert (opts.api, opts.id_prefix) == ("v2", "B")
+    assert bench.writes_notice(opts) == (
+        "uploader bench: --allow-writes: 100,000 synthetic profiles (ids B1..) go to "
+        "https://acme.tt.omtrdc.net client acme with the v2 API; they create or change "
+        "profiles in that account"
+    )
+    near = bench.options_from_args(parser.parse_args(["--base-url", "http://127.0.0.1:9"]))
+    assert (near.api, near.id_prefix) == ("v2", "B")  # loopback: an emulator of ours

@@ -36,22 +36,25 @@ import math
 import os
 import platform
 import resource
+import secrets
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rich import filesize
 
 from uploader.emulator import Emulator, EmulatorConfig
 from uploader.emulator.config import STORES, parse_latency
+from uploader.errors import ConfigError
 from uploader.gen import generate_export
 from uploader.journal import BatchRecord, Journal
-from uploader.settings import MAX_BATCH_BYTES, Settings, load_settings
+from uploader.settings import MAX_BATCH_BYTES, Settings, is_loopback_host, load_settings
 from uploader.states import BatchState
 
 __all__ = [
@@ -67,6 +70,8 @@ __all__ = [
 
 MB = 1_000_000
 EXIT_OK, EXIT_ERROR = 0, 1
+# Ids of a safe bench: documented as reserved, so nobody's real visitors carry them.
+SAFE_ID_PREFIX = "uploader-bench-"
 
 
 @dataclass(frozen=True)
@@ -105,8 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--rows", type=int, default=d.rows, help=f"rows to generate (default: {d.rows})")
     g.add_argument(
         "--id-prefix",
-        default=d.id_prefix,
-        help=f"profile ids are PREFIX1.. (default: {d.id_prefix})",
+        default=None,
+        help=f"profile ids are PREFIX1.. (default: {d.id_prefix}; in safe mode "
+        f"{SAFE_ID_PREFIX}RUNID-, and only that)",
     )
     g.add_argument("--seed", type=int, default=d.seed, help=f"generator seed (default: {d.seed})")
     g.add_argument(
@@ -131,7 +137,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"max submits in flight (default: {d.concurrency})",
     )
-    g.add_argument("--api", choices=("v1", "v2"), default=d.api, help=f"(default: {d.api})")
+    g.add_argument(
+        "--api",
+        choices=("v1", "v2"),
+        default=None,
+        help=f"(default: {d.api} against the emulator or a loopback host; v1 in safe mode)",
+    )
     g.add_argument(
         "--wait",
         action=argparse.BooleanOptionalAction,
@@ -199,6 +210,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--client", default=d.client, metavar="CODE", help=f"client code (default: {d.client})"
     )
+    g.add_argument(
+        "--safe",
+        action="store_true",
+        help="safe mode even against a loopback host: v1 and synthetic ids, so no profile "
+        "is created or changed (default: on for any host that is not loopback)",
+    )
+    g.add_argument(
+        "--allow-writes",
+        action="store_true",
+        help="against a host that is not loopback, allow v2 and --id-prefix: the bench then "
+        "creates or changes real profiles (default: refuse)",
+    )
     g = parser.add_argument_group("output")
     add("--json", default=None, metavar="PATH", help="also write the figures as JSON here")
     add("--work-dir", default=None, metavar="DIR", help="keep export and run here (default: temp)")
@@ -206,14 +229,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(ns: argparse.Namespace) -> BenchOptions:
-    return BenchOptions(
+    """The options of the command line, made safe (see ``safe_mode``)."""
+    opts = BenchOptions(
         rows=ns.rows,
-        id_prefix=ns.id_prefix,
+        id_prefix=ns.id_prefix or BenchOptions.id_prefix,
         seed=ns.seed,
         max_batch_rows=ns.max_batch_rows,
         max_batch_bytes=ns.max_batch_bytes,
         concurrency=ns.concurrency,
-        api=ns.api,
+        api=ns.api or BenchOptions.api,
         wait=ns.wait,
         poll_initial_s=ns.poll_initial,
         poll_max_s=ns.poll_max,
@@ -228,13 +252,54 @@ def options_from_args(ns: argparse.Namespace) -> BenchOptions:
         keep=ns.keep,
         loop=ns.loop,
     )
+    safe = ns.safe or (_external(opts.base_url) and not ns.allow_writes)
+    if not safe:
+        return opts
+    if ns.api == "v2" or ns.id_prefix is not None:
+        raise ConfigError(
+            f"bench against {opts.base_url} runs in safe mode (v1, ids {SAFE_ID_PREFIX}RUNID-N): "
+            "--api v2 and --id-prefix would create or change real profiles; "
+            "pass --allow-writes to do that on purpose"
+        )
+    return safe_mode(opts, secrets.token_hex(4))
+
+
+def safe_mode(opts: BenchOptions, run_id: str) -> BenchOptions:
+    """v1 and ids under the reserved prefix: v1 never creates a profile, so ids that no
+    visitor has end as ``profilesNotFound`` and nothing in the account changes, while the
+    submit, queue and processing path of the server is exercised all the same."""
+    return replace(opts, api="v1", id_prefix=f"{SAFE_ID_PREFIX}{run_id}-")
+
+
+def writes_notice(opts: BenchOptions) -> str | None:
+    """The confirmation line printed before a bench that writes to a real account."""
+    if not _external(opts.base_url) or (
+        opts.api == "v1" and opts.id_prefix.startswith(SAFE_ID_PREFIX)
+    ):
+        return None
+    return (
+        f"uploader bench: --allow-writes: {opts.rows:,} synthetic profiles (ids "
+        f"{opts.id_prefix}1..) go to {opts.base_url} client {opts.client} with the {opts.api} "
+        "API; they create or change profiles in that account"
+    )
+
+
+def _external(base_url: str | None) -> bool:
+    return base_url is not None and not is_loopback_host(urlsplit(base_url).hostname or "")
 
 
 def main(ns: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write ``--json``; 0 when the run completed."""
     from uploader.cli import run_async
 
-    opts = options_from_args(ns)
+    try:
+        opts = options_from_args(ns)
+    except ConfigError as exc:
+        print(f"uploader bench: {exc}", file=sys.stderr)
+        return 2
+    notice = writes_notice(opts)
+    if notice:
+        print(notice, file=sys.stderr)
     if opts.rows < 1:
         print("uploader bench: --rows must be at least 1", file=sys.stderr)
         return 2
@@ -316,6 +381,7 @@ async def run_bench(opts: BenchOptions, work_dir: Path) -> dict[str, Any]:
         "rows": opts.rows,
         "rows_submitted": int(report["rows"]["submitted"]),
         "rows_successful": int(report["rows"]["successful"]),
+        "rows_not_found": int(report["rows"]["not_found"]),
         "batches": len(records),
         "expected_batches": expected,
         "bytes": sum(r.bytes for r in records),
@@ -334,6 +400,7 @@ async def run_bench(opts: BenchOptions, work_dir: Path) -> dict[str, Any]:
             "max_batch_rows": opts.max_batch_rows,
             "max_batch_bytes": settings.batch.max_bytes,
             "api": opts.api,
+            "id_prefix": opts.id_prefix,
             "wait": opts.wait,
             "poll_initial_s": opts.poll_initial_s,
             "poll_max_s": settings.status.poll_max_s,
