@@ -41,7 +41,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from uploader.errors import ConfigError
 
@@ -194,7 +194,8 @@ class RunMetrics:
         self.textfile = Path(textfile) if textfile is not None else None
         self.state: RunState | None = None
         self.registry: CollectorRegistry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(self))
+        # cast: prometheus-client before 0.21 types register() for its own Collector class only
+        self.registry.register(cast(Any, _Collector(self)))
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
