@@ -158,10 +158,14 @@ async def test_counts_no_integer_holds_end_the_run_promptly(
     server.status = answer
     code = await _run(server, tmp_path, status__timeout_s=2.0)
     report = read_report(tmp_path / "work")
-    # a bug-like failure (exit 4) or an unreadable answer kept until the timeout (exit 3)
-    assert (code, report["exit_code"]) in ((4, 4), (3, 3))
-    assert report["error"] and "\n" not in report["error"]
+    # an unreadable answer: the batches stay followed until the timeout (exit 3)
+    assert (code, report["exit_code"], report["status"]) == (3, 3, "incomplete")
+    assert report["error"].startswith(
+        "the status of 10 accepted batches could not be read until the status timeout "
+        "(batch 000001: ProtocolError: status response <batchSize> is out of range: "
+    )
     assert report["rows"]["failed"] == 0
+    assert report["rows"]["pending"] == ROWS
 
 
 async def test_a_status_url_with_user_info_and_a_token_ends_the_run_promptly(
@@ -189,8 +193,13 @@ async def test_a_submit_reply_naming_a_broken_url_ends_the_run_promptly(
     server.status_url = "http://[::1/m2/acme/profile/batchStatus?batchId={id}"
     code = await _run(server, tmp_path)
     report = read_report(tmp_path / "work")
-    assert code == report["exit_code"] != 0
-    assert report["error"] is None or "\n" not in report["error"]
+    # a protocol error for each submit, counted as sent (the bodies reached the server)
+    assert (code, report["exit_code"], report["error"]) == (1, 1, None)
+    assert report["requests"]["submits"] == 10
+    assert report["rows"]["failed"] == ROWS
+    assert [e["error"].split(";")[0] for e in report["errors"]] == [
+        "ProtocolError: submit response <batchStatus> is not an absolute http(s) URL"
+    ] * 10
 
 
 async def test_lost_connection_after_bodies_went_out_is_exit_3_not_2(

@@ -158,8 +158,12 @@ def submit_result(doc: Document, *, redact: Redact | None = None) -> SubmitResul
     status_url = fields.get("batchStatus")
     if not status_url:
         raise _protocol("submit response has no <batchStatus> URL", doc, redact)
-    parts = urlsplit(status_url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(status_url)
+        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: "http://[::1/..."
+        usable = False
+    if not usable:
         raise _protocol("submit response <batchStatus> is not an absolute http(s) URL", doc, redact)
     batch_id = fields.get("batchId") or _query_batch_id(parts.query)
     if not batch_id:
@@ -270,6 +274,11 @@ def _read(reader: XmlReader, body: bytes) -> Document:
     return reader.close()
 
 
+# Counts in a status answer are rows of one batch (at most 500,000); twelve digits
+# leave room for any honest server and stay far inside SQLite's 64-bit integers.
+_COUNT_DIGITS = 12
+
+
 def _count(doc: Document, tag: str, redact: Redact | None) -> int | None:
     text = doc.fields.get(tag)
     if text is None or text == "":
@@ -277,6 +286,9 @@ def _count(doc: Document, tag: str, redact: Redact | None) -> int | None:
     if not text.isascii() or not text.isdigit():
         shown = excerpt(text, 40, redact=redact)
         raise _protocol(f"status response <{tag}> is not a count: {shown!r}", doc, redact)
+    if len(text) > _COUNT_DIGITS:  # no batch holds that many rows: not a count we can trust
+        shown = excerpt(text, 40, redact=redact)
+        raise _protocol(f"status response <{tag}> is out of range: {shown!r}", doc, redact)
     return int(text)
 
 
