@@ -120,6 +120,7 @@ def test_corpus_batches_and_rejects_are_exact(
         "read": summary.rows_read,
         "would_send": summary.rows_written,
         "rejected": len(rejected),
+        "folded": 0,
         "short": len(short),
     }
     assert [
@@ -165,14 +166,21 @@ async def test_check_from_the_command_line(tmp_path: Path) -> None:
         ],
         "left_out": ["secret"],
     }
-    assert f["rows"] == {"read": 5, "would_send": 2, "rejected": 3, "short": 1}
+    assert f["rows"] == {"read": 5, "would_send": 2, "rejected": 3, "folded": 0, "short": 1}
     assert f["rejects"] == {
         "invalid_id": {"count": 1, "first": [{"line": 2, "id": " C1", "record": " C1,gold,x,1"}]},
         "missing_id": {"count": 1, "first": [{"line": 4, "id": "", "record": ",bronze,,3"}]},
         "too_many_fields": {"count": 1, "first": [{"line": 7, "id": "C5", "record": "C5,g,a,b,c"}]},
     }
     assert f["short_rows"] == {"count": 1, "first_lines": [3]}
-    assert f["repeated_ids"] is None
+    assert f["repeated_ids"] == {
+        "handling": "fold",
+        "ids": 0,
+        "rows": 0,
+        "rows_folded": 0,
+        "max_rows_per_id": 0,
+        "examples": [],
+    }
     assert f["batches"]["count"] == 1 and f["batches"]["rows"] == 2
     assert f["batches"]["first"] == [
         {"seq": 1, "rows": 2, "bytes": f["batches"]["bytes"], "lines": [3, 5]}
@@ -188,7 +196,8 @@ async def test_check_from_the_command_line(tmp_path: Path) -> None:
     assert lines[0] == f"check {path} (csv, delimiter ',', encoding utf-8)"
     assert "          ltv -> lifetimeValue" in lines
     assert "          left out: secret" in lines
-    assert "rows      read 5  would send 2  rejected 3  short 1" in lines
+    assert "rows      read 5  would send 2  rejected 3  folded 0  short 1" in lines
+    assert "repeated  no id is on more than one row" in lines
     assert "rejects   invalid_id 1: line 2 (id ' C1')" in lines
     assert "          line 3: thirdPartyId='C2'  tier='silver'" in lines
 
@@ -201,3 +210,17 @@ async def test_check_of_a_wrong_delimiter_is_one_error_line(tmp_path: Path) -> N
         f"{DATA / 'semicolon.csv'}:1: the header is a single column holding 2 semicolon "
         "character(s): the export looks semicolon-separated; pass --delimiter ';'",
     )
+
+
+async def test_check_shows_repeated_ids_and_what_they_fold_into(tmp_path: Path) -> None:
+    path = tmp_path / "rep.csv"
+    path.write_bytes(b"id,a,b\nC1,x,1\nC2,y,2\nC1,,3\nC3,z,3\nC1,w,\n")
+    r = await uploader("check", str(path), "--json", cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    f = json.loads(r.stdout)
+    assert f["rows"] == {"read": 5, "would_send": 3, "rejected": 0, "folded": 2, "short": 0}
+    assert f["repeated_ids"]["ids"] == 1 and f["repeated_ids"]["rows_folded"] == 2
+    assert f["repeated_ids"]["examples"] == [{"id": "C1", "rows": 3, "lines": [2, 4, 6]}]
+    assert [s["line"] for s in f["sample"]] == [3, 5]  # rows sent as they are
+    text = await uploader("check", str(path), cwd=tmp_path)
+    assert "          id 'C1': 3 rows, lines 2, 4, 6" in text.stdout.splitlines()

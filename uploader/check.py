@@ -1,7 +1,7 @@
 """``uploader check INPUT``: read the whole export, send nothing, show what a run would send.
 
 Beside ``split`` in the flow: it runs the same chunker as ``run`` (same parsing,
-checks, encoding and batch cutting) into a temporary directory, with every
+checks, repeated-id folding, encoding and batch cutting) into a temporary directory, with every
 batch counted and hashed but none written (``skip_through_seq``), so a
 check of a large export costs no disk beyond ``rejects.csv``. The examples of
 rejects are read back from that ``rejects.csv``, and the first rows are decoded
@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from uploader.chunk import Chunker, ChunkSummary, decode_row
 from uploader.encode import plan_columns
+from uploader.report import repeats_line
 from uploader.settings import BatchSettings, InputSettings
 from uploader.source import ESCAPE
 from uploader.sources import detect_format
@@ -86,6 +87,7 @@ def _findings(
             "read": summary.rows_read,
             "would_send": summary.rows_written,
             "rejected": summary.rows_rejected,
+            "folded": summary.rows_folded,
             "short": summary.short_rows,
         },
         "rejects": {
@@ -96,7 +98,7 @@ def _findings(
             "count": summary.short_rows,
             "first_lines": list(summary.short_lines[:show]),
         },
-        "repeated_ids": _repeated_ids(),
+        "repeated_ids": summary.repeats.as_dict() if summary.repeats is not None else None,
         "batches": {
             "count": len(files),
             "rows": summary.rows_written,
@@ -121,15 +123,6 @@ def _findings(
     }
 
 
-def _repeated_ids() -> dict[str, Any] | None:
-    """Ids on several rows: to come from the repeated-id pre-pass of the chunker.
-
-    None means "not checked": this tool does not yet find repeated ids before
-    sending, and a second, separate detection here could disagree with it.
-    """
-    return None
-
-
 def _reject_examples(path: Path, encoding: str, show: int) -> dict[str, list[dict[str, Any]]]:
     """The first ``show`` rejects of each reason, read back from rejects.csv."""
     if codecs.lookup(encoding).name == "utf-8":
@@ -145,7 +138,7 @@ def _reject_examples(path: Path, encoding: str, show: int) -> dict[str, list[dic
     return out
 
 
-def render_check(findings: dict[str, Any]) -> str:
+def render_check(findings: dict[str, Any], *, show: int = 5) -> str:
     """The human-readable report of ``uploader check``."""
     f = findings
     where = f"{f['format']}"
@@ -159,7 +152,7 @@ def render_check(findings: dict[str, Any]) -> str:
         out.append(f"          left out: {', '.join(cols['left_out'])}")
     out.append(
         f"rows      read {rows['read']:,}  would send {rows['would_send']:,}  "
-        f"rejected {rows['rejected']:,}  short {rows['short']:,}"
+        f"rejected {rows['rejected']:,}  folded {rows['folded']:,}  short {rows['short']:,}"
     )
     for reason, r in f["rejects"].items():
         out.append(f"rejects   {reason} {r['count']:,}: {_lines(r['first'], r['count'])}")
@@ -169,8 +162,12 @@ def render_check(findings: dict[str, Any]) -> str:
             f"short     {short['count']:,} with fewer fields than the header, at lines "
             + _more(short["first_lines"], short["count"])
         )
-    if f["repeated_ids"] is None:
-        out.append("repeated  ids on several rows are not checked by this version")
+    repeated = f["repeated_ids"] or {}
+    out.append(f"repeated  {repeats_line(repeated) or 'no id is on more than one row'}")
+    for e in repeated.get("examples", [])[:show]:
+        out.append(
+            f"          id {e['id']!r}: {e['rows']} rows, lines {_more(e['lines'], e['rows'])}"
+        )
     out.append(
         f"batches   {batches['count']:,} would be sent: {batches['rows']:,} rows, "
         f"{batches['bytes']:,} bytes (largest {batches['largest_bytes']:,})"
@@ -178,7 +175,7 @@ def render_check(findings: dict[str, Any]) -> str:
     for b in batches["first"]:
         out.append(
             f"          #{b['seq']}: {b['rows']:,} rows, {b['bytes']:,} bytes, "
-            f"input lines {b['lines'][0]}-{b['lines'][1]}"
+            f"input lines {min(b['lines'])}-{max(b['lines'])}"
         )
     if f["sample"]:
         out.append("decoded   the first rows as Target will read them:")
@@ -209,6 +206,6 @@ def run_check(
 ) -> int:
     """``uploader check``: print the findings; 0 when no row would be rejected, else 1."""
     findings = check_input(input, input_settings, batch_settings, show=show)
-    text = json.dumps(findings, indent=2) if as_json else render_check(findings)
+    text = json.dumps(findings, indent=2) if as_json else render_check(findings, show=show)
     print(text, file=stdout or sys.stdout)
     return 1 if findings["rows"]["rejected"] else 0

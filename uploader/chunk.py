@@ -474,12 +474,12 @@ class Chunker:
                     counts.update(r.reason for r in bad)
                     notes.rejected(bad)
                 notes.short(checked.short)
-                if len(sample) < self.sample_rows:
-                    sample += list(zip(lines, datas, strict=True))[: self.sample_rows - len(sample)]
                 if hold is not None and held is not None and any(hold):
                     held.add(list(compress(datas, hold)), list(compress(lines, hold)))
                     send = [not h for h in hold]
                     datas, lines = list(compress(datas, send)), list(compress(lines, send))
+                if len(sample) < self.sample_rows:  # rows sent as they are (not folded ones)
+                    sample += list(zip(lines, datas, strict=True))[: self.sample_rows - len(sample)]
                 sink.add(datas, lines)
                 written += len(datas)
                 self.input_bytes_read = getattr(src, "bytes_read", None)
