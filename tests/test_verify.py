@@ -374,3 +374,21 @@ async def test_submit_runs_and_shards_are_verified(
     result, _ = await _verify(sub, mode="all")
     assert result.section["source"] == "batch files"
     assert result.section["population"] == len(in_shard)
+
+
+async def test_a_run_not_finished_then_resumed_is_verified_again(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(apply_rate=20.0)  # about 2 s to apply the 32 rows
+    src, work = _export(tmp_path, 30), tmp_path / "w"
+    first = await run(emu, src, work, status__wait=False)
+    assert first.exit_code == 3
+    early, text = await _verify(work, mode="all")
+    assert early.exit_code == 3
+    assert early.section["population"] == 0 and early.section["batches_not_final"] == 1
+    assert "the run is not finished" in text
+    resumed = await run(emu, src, work)
+    assert resumed.exit_code == 1  # the rejected row
+    late, _ = await _verify(work, mode="all")  # the same command: built again, all checked
+    assert late.exit_code == 0
+    assert late.section["population"] == late.section["exact"] == 30

@@ -14,18 +14,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import secrets
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from uploader.client import TargetClient
 from uploader.errors import ConfigError, InputError, TransportError
-from uploader.journal import Journal
+from uploader.journal import BatchRecord, Journal
 from uploader.retry import Sleep
 from uploader.settings import Settings, load_settings
 from uploader.states import BatchState
@@ -217,6 +218,15 @@ def _folded_id_column(journal: Journal, settings: Settings) -> str | None:
     return settings.input.id_column or str(header[0])
 
 
+def _outcome_key(
+    batches: Sequence[BatchRecord], profile_errors: Sequence[tuple[int, str, str, str | None]]
+) -> str:
+    """A digest of where the run's rows ended: it changes when a resumed run moves on."""
+    facts = [[b.seq, b.state.value, b.final_at] for b in batches]
+    text = json.dumps([facts, len(profile_errors)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _prepare(
     opts: VerifyOptions,
     journal: Journal,
@@ -225,16 +235,23 @@ def _prepare(
     selection: dict[str, Any],
     fingerprint: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Build expected values and pick ids, unless this selection is already built."""
+    """Build expected values and pick ids, unless this selection is already built.
+
+    A build belongs to the run as it stood: when batches have ended since
+    (the run was resumed), the expected values are built again from scratch.
+    """
     previous = journal.get_meta("verify") or {}
-    if not opts.fresh and previous.get("selection") == selection and previous.get("built"):
+    batches = journal.batches()
+    outcome = _outcome_key(batches, journal.profile_errors())
+    same = previous.get("selection") == selection and previous.get("outcome") == outcome
+    if not opts.fresh and same and previous.get("built"):
         return dict(previous)
     journal.set_meta("verify", {"selection": selection, "built": False})
     store.reset()
     layout, blocks, source = sent_rows(
         fingerprint,
         opts.work_dir,
-        journal.batches(),
+        batches,
         journal.profile_errors(),
         settings.input,
         input_path=opts.input_path,
@@ -255,6 +272,7 @@ def _prepare(
         not_in_load = store.pick_ids(_read_ids(opts.ids_file))
     meta = {
         "selection": selection,
+        "outcome": outcome,
         "built": True,
         "layout": asdict(layout),
         "source": source,
@@ -354,7 +372,8 @@ def _finish(
     n_mismatch = outputs.write_mismatches(mismatch_path, store)
     n_failed = outputs.write_failed_rows(failed_path, store, layout, settings.input.delimiter)
     counts = store.outcome_counts()
-    code = outputs.exit_code(counts, unchecked=store.unchecked())
+    not_final = sum(1 for b in journal.batches() if not b.is_final)
+    code = outputs.exit_code(counts, unchecked=store.unchecked(), batches_not_final=not_final)
     section = outputs.build_section(
         store,
         selection=meta["selection"],
@@ -373,7 +392,7 @@ def _finish(
     section["nothing_to_check"] = meta.get("nothing_to_check", 0)
     section["not_in_load"] = meta.get("not_in_load", 0)
     section["expected_build_s"] = meta.get("build_s")  # folding the input, when it was done
-    section["batches_not_final"] = sum(1 for b in journal.batches() if not b.is_final)
+    section["batches_not_final"] = not_final
     section["batches_complete"] = len(journal.batches(BatchState.COMPLETE))
     if fatal is not None:
         section["error"] = f"stopped: {fatal}"

@@ -75,14 +75,18 @@ def write_failed_rows(path: Path, store: VerifyStore, layout: Layout, delimiter:
     return count
 
 
-def exit_code(counts: Mapping[str, int], *, unchecked: int) -> int:
-    """1 when a checked profile did not land; 3 when something is not settled yet; else 0."""
+def exit_code(counts: Mapping[str, int], *, unchecked: int, batches_not_final: int = 0) -> int:
+    """1 when a checked profile did not land; 3 when something is not settled yet; else 0.
+
+    A run whose batches are not all final is not settled either: their rows
+    are not checked, and a verify after the run finishes checks them.
+    """
     if any(counts.get(o.value, 0) for o in _BAD):
         return 1
     unsettled = counts.get(CheckOutcome.NOT_YET_APPLIED.value, 0) + counts.get(
         CheckOutcome.FETCH_ERROR.value, 0
     )
-    if unsettled or unchecked:
+    if unsettled or unchecked or batches_not_final:
         return 3
     return 0
 
@@ -197,6 +201,11 @@ def render_summary(section: Mapping[str, Any]) -> str:
             f"{'':<8}{section['not_yet_applied']:,} differ in batches completed less than "
             f"{section['settle_s']:g} s ago (Target may apply updates up to 24 h later): "
             f"run verify again after {section['settle_after']} to settle them"
+        )
+    if section.get("batches_not_final"):
+        lines.append(
+            f"{'':<8}the run is not finished: {section['batches_not_final']:,} batches are not "
+            "final, their rows are not checked; verify again once it is"
         )
     if section["fetch_errors"] or section["unchecked"]:
         lines.append(
