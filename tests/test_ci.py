@@ -133,8 +133,10 @@ def test_markdown_cells_cannot_break_the_table() -> None:
         "errors": [{"file": "b/batch-000001.txt", "state": "failed", "rows": 3,
                     "lines": [2, 4], "error": "HTTP 400 | <script>"}],
     }  # fmt: skip
+    report["repeated_ids"] = {"ids": 2, "rows": 5, "rows_folded": 5}
     text = render_markdown(report, first_rejects={}, report_path="r.json")
     assert "| batch-000001.txt | failed | 3 | 2-4 | HTTP 400 \\| &lt;script&gt; |" in text
+    assert "Repeated ids: 2 ids appear on 5 rows; 5 rows were folded into one row per id." in text
 
 
 def test_action_yml() -> None:

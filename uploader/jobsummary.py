@@ -147,8 +147,10 @@ def _repeats(report: Mapping[str, Any]) -> list[str]:
     out = []
     repeated = report.get("repeated_ids") or {}
     if repeated.get("ids"):
+        folded = repeated.get("rows_folded")
         out.append(
-            f"Repeated ids: {_n(repeated['ids'])} ids appear on {_n(repeated.get('rows'))} rows."
+            f"Repeated ids: {_n(repeated['ids'])} ids appear on {_n(repeated.get('rows'))} rows"
+            + (f"; {_n(folded)} rows were folded into one row per id." if folded else ".")
         )
     dup = report.get("duplicates") or {}
     if dup.get("possible_duplicate_rows"):
