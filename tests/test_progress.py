@@ -149,3 +149,19 @@ async def test_counters_of_a_real_run_add_up(
     assert (last["batches_final"], last["batches_known"]) == (15, 15)
     assert last["input_bytes_total"] == src.stat().st_size == last["input_bytes_read"]
     assert last["limit_max"] == 6
+
+
+async def test_the_first_log_line_already_has_a_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rate counts from the start: the first line (10 s in) must not say 0/s."""
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 3600.0)  # only the final line is printed
+    accepted = {"rows": 0}
+    out = io.StringIO()
+    display = progress.progress_display("log", out)
+    assert display is not None
+    async with display(lambda: {**SNAPSHOT, "rows_accepted": accepted["rows"]}):
+        accepted["rows"] = 1500
+        await asyncio.sleep(0.05)
+    (line,) = out.getvalue().splitlines()
+    rate = int(line.split("1,500 accepted (", 1)[1].split("/s)", 1)[0].replace(",", ""))
+    assert rate > 0
+    assert "ETA not known yet" not in line

@@ -85,7 +85,10 @@ exit codes (those of the run it shows):
      or WORK_DIR holds no journal
   3  not finished: still running (its pid is shown), or stopped before the end
   4  the run ended on an internal error (the error is shown; the journal is intact)
+several WORK_DIRs exit with the most urgent of their codes: 4, then 2, 3, 1, 0
 """
+
+INPUT_HELP = "the export: CSV with a header, Parquet or JSON Lines (.gz ok), an s3:// URL, or -"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -316,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", help="chunk, submit and track to completion (resumable)", formatter_class=_Formatter
     )
-    run.add_argument("input", metavar="INPUT", help="CSV export with a header (.gz ok), or -")
+    run.add_argument("input", metavar="INPUT", help=INPUT_HELP)
     _add_config(run)
     _add_target(run)
     _add_input(run)
@@ -329,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only write batch files and rejects.csv; no network",
         formatter_class=_Formatter,
     )
-    split.add_argument("input", metavar="INPUT", help="CSV export with a header (.gz ok), or -")
+    split.add_argument("input", metavar="INPUT", help=INPUT_HELP)
     split.add_argument("--out", metavar="DIR", required=True, help="output directory")
     _add_config(split)
     _add_input(split)

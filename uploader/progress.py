@@ -162,8 +162,9 @@ async def _log_lines(
     snapshot: Snapshot, stream: TextIO, *, as_json: bool = False
 ) -> AsyncIterator[None]:
     started = time.monotonic()
-
     rate = _Rate()
+    # The first point is the start: the first line, 10 s in, already has a rate.
+    rate.update(started, snapshot()["rows_accepted"])
 
     def show() -> None:
         s, now = snapshot(), time.monotonic()
