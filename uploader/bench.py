@@ -85,6 +85,7 @@ class BenchOptions:
     max_batch_bytes: int = 50_000_000
     concurrency: int = 8
     api: str = "v2"
+    adaptive: bool = True  # the adaptive limiter below `concurrency`, as in `uploader run`
     wait: bool = True
     poll_initial_s: float = 0.5
     poll_max_s: float = 5.0
@@ -117,10 +118,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=d.seed, help=f"generator seed (default: {d.seed})")
     g.add_argument(
         "--max-batch-rows",
-        type=int,
-        default=d.max_batch_rows,
-        metavar="N",
-        help=f"rows per batch (default: {d.max_batch_rows})",
+        "--batch-rows",
+        type=_int_list,
+        default=[d.max_batch_rows],
+        metavar="N[,N...]",
+        help=f"rows per batch; a list sweeps (default: {d.max_batch_rows})",
     )
     g.add_argument(
         "--max-batch-bytes",
@@ -132,16 +134,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("client")
     g.add_argument(
         "--concurrency",
-        type=int,
-        default=d.concurrency,
-        metavar="N",
-        help=f"max submits in flight (default: {d.concurrency})",
+        type=_int_list,
+        default=[d.concurrency],
+        metavar="N[,N...]",
+        help=f"max submits in flight; a list sweeps, e.g. 1,2,4,8,16 (default: {d.concurrency})",
     )
     g.add_argument(
         "--api",
         choices=("v1", "v2"),
         default=None,
         help=f"(default: {d.api} against the emulator or a loopback host; v1 in safe mode)",
+    )
+    g.add_argument(
+        "--adaptive",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="lower the submits in flight on 429 as `uploader run` does (default: --adaptive "
+        "for one point; a sweep measures each level as given unless --adaptive)",
     )
     g.add_argument(
         "--wait",
@@ -224,6 +233,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g = parser.add_argument_group("output")
     add("--json", default=None, metavar="PATH", help="also write the figures as JSON here")
+    add("--csv", default=None, metavar="PATH", help="sweep: also write one CSV row per point")
+    add(
+        "--recommend-to",
+        default=None,
+        metavar="FILE",
+        help="sweep: write the recommended submit.concurrency and batch.max_rows as TOML",
+    )
+    add(
+        "--max-rows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sweep: stop before the rows sent would pass N (default: no budget)",
+    )
     add("--work-dir", default=None, metavar="DIR", help="keep export and run here (default: temp)")
     add("--keep", action="store_true", help="keep the temporary work dir (default: delete)")
 
@@ -234,10 +257,11 @@ def options_from_args(ns: argparse.Namespace) -> BenchOptions:
         rows=ns.rows,
         id_prefix=ns.id_prefix or BenchOptions.id_prefix,
         seed=ns.seed,
-        max_batch_rows=ns.max_batch_rows,
+        max_batch_rows=ns.max_batch_rows[0],
         max_batch_bytes=ns.max_batch_bytes,
-        concurrency=ns.concurrency,
+        concurrency=ns.concurrency[0],
         api=ns.api or BenchOptions.api,
+        adaptive=ns.adaptive if ns.adaptive is not None else not _is_sweep(ns),
         wait=ns.wait,
         poll_initial_s=ns.poll_initial,
         poll_max_s=ns.poll_max,
@@ -303,6 +327,8 @@ def main(ns: argparse.Namespace) -> int:
     if opts.rows < 1:
         print("uploader bench: --rows must be at least 1", file=sys.stderr)
         return 2
+    if _is_sweep(ns):
+        return _sweep(ns, opts)
     with _work_dir(opts) as work_dir:
         result = run_async(run_bench(opts, work_dir), opts.loop)
     render_table(result)
@@ -311,6 +337,46 @@ def main(ns: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return EXIT_OK if result["exit_code"] == 0 else EXIT_ERROR
+
+
+def _sweep(ns: argparse.Namespace, opts: BenchOptions) -> int:
+    """Every combination of the lists; one row per point, the recommendation, the files."""
+    from uploader import sweep
+    from uploader.cli import run_async
+
+    with _work_dir(opts) as work_dir:
+        rows = run_async(
+            sweep.run_sweep(
+                opts, ns.concurrency, ns.max_batch_rows, work_dir, max_rows=ns.max_rows
+            ),
+            opts.loop,
+        )
+    best = sweep.recommend(rows)
+    print(sweep.render_sweep(rows, best))
+    outputs = [
+        (ns.json, json.dumps({"points": rows, "recommended": best}, indent=2) + "\n"),
+        (ns.csv, sweep.sweep_csv(rows)),
+        (ns.recommend_to, sweep.recommendation_toml(best) if best else None),
+    ]
+    for target, text in outputs:
+        if target and text is not None:
+            path = Path(target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    return EXIT_OK if best is not None else EXIT_ERROR
+
+
+def _is_sweep(ns: argparse.Namespace) -> bool:
+    return len(ns.concurrency) > 1 or len(ns.max_batch_rows) > 1
+
+
+def _int_list(text: str) -> list[int]:
+    from uploader.sweep import parse_int_list
+
+    try:
+        return parse_int_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -340,6 +406,7 @@ def settings_for(opts: BenchOptions, base_url: str) -> Settings:
         "batch.max_rows": opts.max_batch_rows,
         "batch.max_bytes": min(opts.max_batch_bytes, MAX_BATCH_BYTES - 1),
         "submit.concurrency": opts.concurrency,
+        "submit.adaptive": opts.adaptive,
         "status.wait": opts.wait,
         "status.poll_initial_s": opts.poll_initial_s,
         "status.poll_max_s": max(opts.poll_max_s, opts.poll_initial_s),
@@ -397,6 +464,7 @@ async def run_bench(opts: BenchOptions, work_dir: Path) -> dict[str, Any]:
         "exit_code": outcome.exit_code,
         "settings": {
             "concurrency": opts.concurrency,
+            "adaptive": opts.adaptive,
             "max_batch_rows": opts.max_batch_rows,
             "max_batch_bytes": settings.batch.max_bytes,
             "api": opts.api,

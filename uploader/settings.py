@@ -207,6 +207,7 @@ class SubmitSettings:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 60.0
     request_timeout_s: float = 300.0
+    adaptive: bool = True  # False: exactly `concurrency` in flight, 429s or not (benchmarks)
 
     def __post_init__(self) -> None:
         _positive("submit.concurrency", self.concurrency)

@@ -105,7 +105,11 @@ class Submitter:
         self._sleep = sleep
         self._pacer = pacer
         self._on_paused = on_paused
-        self.limiter = limiter or AdaptiveLimiter(settings.concurrency)
+        # not adaptive: the cap starts at, and never leaves, the configured concurrency
+        level = None if settings.adaptive else settings.concurrency
+        self.limiter = limiter or AdaptiveLimiter(
+            settings.concurrency, initial=level, min_limit=level or 1
+        )
         self.queue: asyncio.Queue[SubmitJob | None] = asyncio.Queue()
         self.stats = SubmitStats()
         self.active = 0  # batches admitted and not yet accepted or given up
