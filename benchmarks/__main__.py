@@ -4,7 +4,8 @@
                                     # the overnight simulation at 1,000,000 rows
     python -m benchmarks --quick    # smoke sizes (about a minute), written under
                                     # $TMPDIR/uploader-bench-quick, never over the results
-    python -m benchmarks --full     # the overnight simulation at 10,000,000 rows
+    python -m benchmarks --full     # the overnight simulation and the repeated-ids run at
+                                    # 10,000,000 rows
     python -m benchmarks --only submit,curl
 
 Each program also runs alone (``python -m benchmarks.bench_submit`` ...) and
@@ -28,6 +29,7 @@ from uploader.bench import machine_info
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 ORDER = (
     "split",
+    "repeats",
     "submit",
     "curl",
     "wire",
@@ -46,6 +48,10 @@ def _argv(name: str, quick: bool, full: bool, out: Path) -> list[str]:
     where = ["--out", str(out)]
     if name == "split":
         return [*where, "--quick"] if quick else [*where, "--rows", "1000000", "--repeat", "3"]
+    if name == "repeats":  # the 10,000,000-row run only with --full
+        if full:
+            return where
+        return [*where, "--quick"] if quick else [*where, "--memory-rows", "2000000"]
     if name == "overnight":
         if full:
             return where

@@ -414,8 +414,10 @@ class Chunker:
     def _repeats(self) -> tuple[RepeatStats, Any]:
         """How this run treats repeated ids, and the pre-pass that finds them.
 
-        Folding needs a second read of the input; standard input cannot be
-        read twice, so it is only counted there (the report says so).
+        Folding needs a second read of the input: ``uploader run -`` and
+        ``split -`` hand us a spool of standard input; a bare ``-`` (a caller
+        of this class that did not spool) cannot be read twice, so its
+        repeats are only counted, and the report says so.
         """
         inp = self.input_settings
         if inp.unique_ids or str(self.input) == "-":
