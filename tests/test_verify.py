@@ -30,6 +30,7 @@ from uploader.errors import AuthError, InputError
 from uploader.pipeline import run_pipeline
 from uploader.settings import TargetSettings
 from uploader.sources.shard import shard_of
+from uploader.sources.spool import SPOOL_NAME, spool_stdin
 from uploader.verify import VerifyOptions, VerifyOutcome, run_verify
 from uploader.verify.compare import Mismatch, compare, landed_estimate
 from uploader.verify.display import line
@@ -392,3 +393,22 @@ async def test_a_run_not_finished_then_resumed_is_verified_again(
     late, _ = await _verify(work, mode="all")  # the same command: built again, all checked
     assert late.exit_code == 0
     assert late.section["population"] == late.section["exact"] == 30
+
+
+async def test_a_run_of_standard_input_is_read_from_its_spool(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = await emulator_factory(lose_rate=0.1, seed=3)
+    rows = [[f"S{i}", f"t{i % 3}"] for i in range(60)]  # no repeated id: read from the spool
+    src, work = write_csv(tmp_path / "in.csv", ["id", "tier"], rows), tmp_path / "w"
+    with src.open("rb") as fh:
+        spool = spool_stdin(tmp_path / "spools", stdin=fh)
+    settings = make_settings(emu)
+    await run_pipeline("-", settings, work, job_id="t", install_signals=False, stdin=spool)
+    assert (work / SPOOL_NAME).exists()
+    result, _ = await _verify(work, mode="all")
+    assert result.section["source"] == str(work / SPOOL_NAME)
+    assert result.section["population"] == 60
+    stored = stored_profiles(emu, [r[0] for r in rows])
+    landed = sum(stored.get(pid) == {"tier": tier} for pid, tier in rows)
+    assert 0 < landed < 60 and result.section["exact"] == landed

@@ -29,6 +29,7 @@ from uploader.errors import InputError
 from uploader.journal import BatchRecord
 from uploader.settings import InputSettings
 from uploader.sources import is_url, object_identity, open_source
+from uploader.sources.spool import SPOOL_NAME
 from uploader.states import BatchState
 
 __all__ = ["Layout", "SentRows", "row_values", "sent_rows"]
@@ -203,7 +204,7 @@ def sent_rows(
         return layout, blocks, "batch files"
     path = input_path or recorded.get("path") or recorded.get("url")
     if path in (None, "-"):
-        spool = work_dir / "input.csv"  # the copy of standard input, when the run kept one
+        spool = work_dir / SPOOL_NAME  # the copy of standard input the run kept
         if spool.exists():
             path = str(spool)
         else:
