@@ -169,3 +169,26 @@ async def test_json_logs_one_object_per_line(
     assert lines[-1]["event"] == "summary"
     assert lines[-1]["exit_code"] == 0 and lines[-1]["rows"]["successful"] == 1000
     assert any(d["event"] == "progress" and d["rows_accepted"] == 1000 for d in lines)
+
+
+async def test_textfile_rows_add_up_with_folded_repeated_ids(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """read = rejected + folded + submitted holds in the metrics as in report.json."""
+    rows = [["C1", "gold"], ["C2", "silver"], ["C1", ""], ["", "x"], ["C1", "bronze"]]
+    src = write_csv(tmp_path / "export.csv", ["customer_id", "loyaltyTier"], rows)
+    textfile = tmp_path / "uploader.prom"
+    settings = make_settings(emulator, run__metrics_textfile=str(textfile))
+    outcome = await run_pipeline(
+        str(src), settings, tmp_path / "w", job_id="job-f", install_signals=False
+    )
+    assert outcome.exit_code == 1  # the row without an id is rejected
+    final = parse(textfile.read_text())
+    report = read_report(tmp_path / "w")
+    assert report["rows"]["folded"] == 2
+    for state, n in report["rows"].items():
+        assert value(final, "uploader_rows", state=state) == n
+    assert value(final, "uploader_rows", state="read") == 5
+    assert value(final, "uploader_rows", state="rejected") == 1
+    assert value(final, "uploader_rows", state="folded") == 2
+    assert value(final, "uploader_rows", state="submitted") == 2

@@ -10,12 +10,13 @@ loop. ``prometheus-client`` is an optional extra (``uploader[metrics]``).
 Metric names (all carry a ``job_id`` label):
 
 =====================================  =======  ===============================================
-``uploader_rows``                      gauge    rows by ``state``: read, rejected, submitted,
-                                                successful, failed, not_found, pending
+``uploader_rows``                      gauge    rows by ``state``: read, rejected, folded,
+                                                submitted, successful, failed, not_found,
+                                                pending
 ``uploader_batches``                   gauge    batches by ``state`` (the journal's states)
 ``uploader_submits_total``             counter  submit requests that reached the server
 ``uploader_retries_total``             counter  submit retries
-``uploader_throttled_total``           counter  submits answered 429
+``uploader_throttled_total``           counter  submits answered 429 or 503
 ``uploader_status_polls_total``        counter  status calls answered
 ``uploader_bytes_sent_total``          counter  submit body bytes that reached the server
 ``uploader_submits_in_flight``         gauge    submit requests on the wire now
@@ -58,7 +59,7 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 _COUNTERS = {
     "submits": "submit requests that reached the server",
     "retries": "submit retries",
-    "throttled": "submits answered 429 (throttled)",
+    "throttled": "submits answered 429 or 503 (throttled)",
     "status_polls": "status calls answered",
     "bytes_sent": "submit body bytes that reached the server",
 }

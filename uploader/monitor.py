@@ -103,9 +103,13 @@ class Monitor:
         batches = journal.batches()
         chunk = journal.get_meta("chunk") or {}
         rejected = sum(chunk.get("rejected", {}).values())
+        folded = int(chunk.get("folded", 0))
         submitted = sum(b.rows for b in batches)
         rows = account_rows(
-            batches, rows_read=chunk.get("rows_read", submitted + rejected), rejected=rejected
+            batches,
+            rows_read=chunk.get("rows_read", submitted + rejected + folded),
+            rejected=rejected,
+            folded=folded,
         )
         by_state = {s.value: 0 for s in BatchState}
         for b in batches:
@@ -114,6 +118,7 @@ class Monitor:
             rows={
                 "read": rows.read,
                 "rejected": rows.rejected,
+                "folded": rows.folded,
                 "submitted": rows.submitted,
                 "successful": rows.successful,
                 "failed": rows.failed,
