@@ -41,6 +41,7 @@ ORDER = (
     "pacing",
     "observability",
     "emulator",
+    "sweep",
 )
 
 
