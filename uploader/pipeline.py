@@ -180,7 +180,9 @@ class _Run:
             self.send(self.held.pop(held))
 
     def _enqueue_new(self, batch: BatchFile) -> None:
-        if self.stop_requested.is_set():
+        # A batch handed over while the run is ending (a stop, or the end of a pacing
+        # window or budget) is not journaled: the resumed chunker writes it again.
+        if self.stop_requested.is_set() or self.chunk_stop.is_set():
             self.waiting.release()
             return
         self.journal.add_batch(batch)
