@@ -7,7 +7,9 @@ fault-free config and a fast applier.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -49,3 +51,20 @@ def _not_in_github_actions(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests that run the CLI must not annotate or summarise the job running the tests."""
     for name in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_WORKSPACE"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def threaded_emulator() -> Iterator[Emulator]:
+    """An emulator on its own loop in a thread, for code that runs its own event loop."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    emu = Emulator(EmulatorConfig(apply_rate=FAST_APPLY))
+    asyncio.run_coroutine_threadsafe(emu.start(), loop).result(10)
+    try:
+        yield emu
+    finally:
+        asyncio.run_coroutine_threadsafe(emu.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

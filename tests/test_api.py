@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import uploader.api as api
-from tests.conftest import FAST_APPLY
 from tests.helpers import CLIENT, FAST, assert_store_matches, expected_profiles, write_csv
-from uploader.emulator import Emulator, EmulatorConfig
+from uploader.emulator import Emulator
 
 ROWS = [[f"C{i}", f"tier{i % 3}", str(i)] for i in range(1, 301)]
 
@@ -72,23 +68,6 @@ async def test_missing_input_raises(emulator: Emulator, tmp_path: Path) -> None:
         await api.run_async(tmp_path / "nope.csv", settings, work_dir=tmp_path / "w")
     assert missing.value.exit_code == 2
     assert emulator.stats()["submits"] == 0
-
-
-@pytest.fixture
-def threaded_emulator() -> Iterator[Emulator]:
-    """An emulator on its own loop in a thread, so a synchronous caller can use it."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    emu = Emulator(EmulatorConfig(apply_rate=FAST_APPLY))
-    asyncio.run_coroutine_threadsafe(emu.start(), loop).result(10)
-    try:
-        yield emu
-    finally:
-        asyncio.run_coroutine_threadsafe(emu.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def test_run_sync_resumes_same_job(threaded_emulator: Emulator, tmp_path: Path) -> None:

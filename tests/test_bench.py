@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_APPLY
 from uploader import bench
-from uploader.emulator import Emulator, EmulatorConfig
+from uploader.emulator import Emulator
 from uploader.errors import ConfigError
 
 
@@ -74,23 +70,6 @@ def test_bench_counts_throttling_and_uneven_batches(tmp_path: Path) -> None:
     assert r["throttled_fraction"] == round(s["throttled"] / s["submits"], 4)
     assert r["complete_latency_s"]["n"] == 0  # --no-wait: nothing followed to complete
     assert code == 1  # not finished (exit 3 of the run) is not a clean bench
-
-
-@pytest.fixture
-def threaded_emulator() -> Iterator[Emulator]:
-    """An emulator on its own loop in a thread: ``bench.main`` runs its own loop."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    emu = Emulator(EmulatorConfig(apply_rate=FAST_APPLY))
-    asyncio.run_coroutine_threadsafe(emu.start(), loop).result(10)
-    try:
-        yield emu
-    finally:
-        asyncio.run_coroutine_threadsafe(emu.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def test_safe_bench_leaves_the_store_unchanged(tmp_path: Path, threaded_emulator: Emulator) -> None:
