@@ -6,12 +6,36 @@ import argparse
 import csv
 import json
 import tomllib
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from uploader import bench, sweep
 from uploader.settings import load_settings
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.svgs = self.scripts = self.links = 0
+        self.headings: list[str] = []
+        self.text = ""
+        self._heading = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.svgs += tag == "svg"
+        self.scripts += tag == "script"
+        self.links += tag == "link"
+        self._heading = tag in ("h1", "h2")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._heading = False
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+        if self._heading:
+            self.headings.append(data)
 
 
 def _bench(*args: str) -> int:
@@ -23,12 +47,12 @@ def _bench(*args: str) -> int:
 def test_sweep_recommends_the_server_limit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = {name: tmp_path / name for name in ("s.json", "s.csv", "rec.toml")}
+    out = {name: tmp_path / name for name in ("s.json", "s.csv", "rec.toml", "s.html")}
     code = _bench(
         *("--rows", "4000", "--batch-rows", "100", "--concurrency", "1,2,4,8,16"),
         *("--max-inflight", "4", "--latency-ms", "50", "--retry-after", "0.05"),
         *("--poll-initial", "0.05", "--json", str(out["s.json"]), "--csv", str(out["s.csv"])),
-        *("--recommend-to", str(out["rec.toml"])),
+        *("--recommend-to", str(out["rec.toml"]), "--html", str(out["s.html"])),
     )
     assert code == 0
     doc = json.loads(out["s.json"].read_text())
@@ -57,6 +81,21 @@ def test_sweep_recommends_the_server_limit(
         assert {k: float(v) if v else None for k, v in row.items()} == {
             k: None if point[k] is None else float(point[k]) for k in sweep.COLUMNS
         }
+
+    page = _Page()
+    page.feed(out["s.html"].read_text(encoding="utf-8"))
+    assert page.svgs == 5  # rows/s, throttled share, submit p50, p95, p99
+    assert page.scripts == page.links == 0  # offline: nothing fetched
+    assert page.headings == [
+        "uploader bench sweep",
+        "Throughput",
+        "Throttled share",
+        "Submit latency p50",
+        "Submit latency p95",
+        "Submit latency p99",
+        "Points",
+    ]
+    assert "recommended: submit.concurrency = 4, batch.max_rows = 100" in page.text
 
     printed = capsys.readouterr().out.splitlines()
     assert printed[1:6] == sweep.render_sweep(points, points[2]).splitlines()[1:6]

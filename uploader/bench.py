@@ -235,6 +235,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--json", default=None, metavar="PATH", help="also write the figures as JSON here")
     add("--csv", default=None, metavar="PATH", help="sweep: also write one CSV row per point")
     add(
+        "--html",
+        default=None,
+        metavar="PATH",
+        help="sweep: an offline page with throughput and latency by concurrency (extra [html])",
+    )
+    add(
         "--recommend-to",
         default=None,
         metavar="FILE",
@@ -357,6 +363,7 @@ def _sweep(ns: argparse.Namespace, opts: BenchOptions) -> int:
         (ns.json, json.dumps({"points": rows, "recommended": best}, indent=2) + "\n"),
         (ns.csv, sweep.sweep_csv(rows)),
         (ns.recommend_to, sweep.recommendation_toml(best) if best else None),
+        (ns.html, sweep.sweep_html(rows, best) if ns.html else None),
     ]
     for target, text in outputs:
         if target and text is not None:

@@ -17,6 +17,7 @@ writes them as TOML.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import math
 import sys
@@ -39,6 +40,7 @@ __all__ = [
     "render_sweep",
     "run_sweep",
     "sweep_csv",
+    "sweep_html",
 ]
 
 MAX_THROTTLED_SHARE = 0.05
@@ -179,6 +181,57 @@ def render_sweep(rows: Sequence[dict[str, Any]], best: dict[str, Any] | None) ->
         )
         lines.extend("  " + line for line in recommendation_toml(best).splitlines() if line)
     return "\n".join(lines)
+
+
+def sweep_html(rows: Sequence[dict[str, Any]], best: dict[str, Any] | None) -> str:
+    """An offline page: rows/s against concurrency per batch size, and submit latencies."""
+    from uploader import charts
+
+    sizes = sorted({r["batch_rows"] for r in rows})
+
+    def by_size(key: str) -> dict[str, charts.Series]:
+        series: dict[str, charts.Series] = {}
+        for size in sizes:
+            points = sorted((r["concurrency"], r[key]) for r in rows if r["batch_rows"] == size)
+            points = [(c, v) for c, v in points if v is not None]
+            series[f"{size:,} rows per batch"] = ([c for c, _ in points], [v for _, v in points])
+        return series
+
+    sections = [
+        charts.Section(
+            "Throughput",
+            charts.line_chart(
+                "rows/s by concurrency", "submits in flight", "rows/s", by_size("rows_per_s")
+            ),
+        ),
+        charts.Section(
+            "Throttled share",
+            charts.line_chart(
+                "share of submits throttled",
+                "submits in flight",
+                "share",
+                by_size("throttled_share"),
+            ),
+            note=f"the rule accepts points under {MAX_THROTTLED_SHARE:.0%}",
+        ),
+    ]
+    for q in ("p50", "p95", "p99"):
+        sections.append(
+            charts.Section(
+                f"Submit latency {q}",
+                charts.line_chart(
+                    f"submit latency {q}", "submits in flight", "seconds", by_size(f"submit_{q}_s")
+                ),
+            )
+        )
+    sections.append(charts.Section("Points", f"<pre>{html.escape(render_sweep(rows, best))}</pre>"))
+    chosen = (
+        f"recommended: submit.concurrency = {best['concurrency']}, "
+        f"batch.max_rows = {best['batch_rows']}"
+        if best
+        else "no point meets the rule"
+    )
+    return charts.html_page("uploader bench sweep", sections, subtitle=chosen)
 
 
 def sweep_csv(rows: Sequence[dict[str, Any]]) -> str:
