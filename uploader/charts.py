@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import io
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,16 +39,20 @@ _WIDTH_IN, _HEIGHT_IN = 9.0, 3.2
 
 
 def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        raise ConfigError(
-            "the HTML report needs matplotlib: pip install 'uploader[html]'"
-        ) from None
-    matplotlib.use("Agg")  # no display; we only write SVG
-    import matplotlib.pyplot as plt
+    # Older matplotlib calls deprecated pyparsing names while it sets itself up;
+    # that is its business, not a warning for our users (or an error in tests).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import matplotlib
+        except ImportError:
+            raise ConfigError(
+                "the HTML report needs matplotlib: pip install 'uploader[html]'"
+            ) from None
+        matplotlib.use("Agg")  # no display; we only write SVG
+        import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"svg.fonttype": "path", "svg.hashsalt": "uploader"})
+        plt.rcParams.update({"svg.fonttype": "path", "svg.hashsalt": "uploader"})
     return plt
 
 
