@@ -16,6 +16,7 @@ misbehaves in one way per ``mode``:
 | ``wrong_id`` | first status answer names another batch |
 | ``overcount`` | ``successfulUpdates`` 5 above ``batchSize`` |
 | ``retry_after`` | status calls: 429 ``Retry-After: 999999999`` for the first ``hold_s`` |
+| ``error500`` | every submit: HTTP 500 |
 
 Everything it saw is in ``seen`` for the test to check.
 """
@@ -40,6 +41,7 @@ MODES = (
     "wrong_id",
     "overcount",
     "retry_after",
+    "error500",
 )
 PASSWORD = "hunter2-not-a-token"
 FLOOD_BYTES = 64 * 1024 * 1024 - 64
@@ -88,6 +90,8 @@ class HostileServer:
         self.seen.auth.add(auth)
         if self.mode == "echo401":
             return web.Response(status=401, text=f"denied; you sent Authorization: {auth}")
+        if self.mode == "error500":
+            return web.Response(status=500, text="internal server error")
         if self.mode == "echo413":
             token = (auth or "").removeprefix("Bearer ")
             message = f"batch too large for {token[:150]} (header was {auth})"

@@ -264,3 +264,34 @@ async def test_base_url_with_credentials_is_one_line_and_exit_2(tmp_path: Path) 
     )
     assert_one_error_line(r, 2, "target.base_url must not hold credentials")
     assert_no_secret(r, tmp_path, PASSWORD)
+
+
+async def test_a_run_of_server_errors_stops_the_run_and_keeps_the_batches(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    server = await hostile("error500")
+    r = await run_against(server, tmp_path, "--stop-after-errors", "3", "--max-attempts", "8")
+    assert "Traceback" not in r.stderr and r.code == 3, r.stderr
+    report = json.loads((tmp_path / "w" / "report.json").read_text())
+    assert report["status"] == "incomplete"
+    # The run stopped before it read everything; nothing it read was lost or failed.
+    rows = report["rows"]
+    assert rows["pending"] == rows["read"] - rows["rejected"] and rows["failed"] == 0
+    assert rows["successful"] == rows["not_found"] == 0
+    assert report["error"].startswith(
+        "stopped: 3 submit attempts in a row failed (submit.stop_after_errors = 3; the last: "
+        "ServerError: submit 127.0.0.1/m2/"
+    )
+    assert "HTTP 500" in report["error"], report["error"]
+    assert report["error"].endswith(
+        "the batches not accepted stay to be sent: run the same command again to continue"
+    )
+    assert report["requests"]["submits"] == server.seen.submits
+
+    failed_submits = server.seen.submits
+    server.mode = "ok"  # the server is back: the same command continues
+    again = await run_against(server, tmp_path)
+    report = clean_exit(again, 0, tmp_path)
+    assert report["rows"]["successful"] == ROWS
+    assert server.seen.submits - failed_submits == BATCHES
+    assert_no_secret(again, tmp_path)

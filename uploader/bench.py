@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,7 +54,13 @@ from uploader.emulator.config import STORES, parse_latency
 from uploader.errors import ConfigError
 from uploader.gen import generate_export
 from uploader.journal import BatchRecord, Journal
-from uploader.settings import MAX_BATCH_BYTES, Settings, is_loopback_host, load_settings
+from uploader.settings import (
+    MAX_BATCH_BYTES,
+    PacingSettings,
+    Settings,
+    is_loopback_host,
+    load_settings,
+)
 from uploader.states import BatchState
 
 __all__ = [
@@ -95,6 +101,10 @@ class BenchOptions:
     apply_rate: float = 1_000_000.0
     retry_after_s: float = 1.0
     store: str = "none"  # the emulator keeps counts and a digest: memory stays flat
+    # Politeness: the operator's pacing rules (--config's [pacing], pacing flags), and
+    # the end of a run after this many submit errors in a row (None: never).
+    pacing: PacingSettings = field(default_factory=PacingSettings)
+    stop_after_errors: int | None = 5
     # An external target.
     base_url: str | None = None
     client: str = "bench"
@@ -153,6 +163,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "for one point; a sweep measures each level as given unless --adaptive)",
     )
     g.add_argument(
+        "--stop-after-errors",
+        type=int,
+        default=d.stop_after_errors,
+        metavar="N",
+        help="end a run (a sweep point) after N submit attempts in a row failed with an error "
+        f"other than throttling; 0: never (default: {d.stop_after_errors})",
+    )
+    g.add_argument(
         "--wait",
         action=argparse.BooleanOptionalAction,
         default=d.wait,
@@ -178,6 +196,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.loop,
         help=f"event loop (default: {d.loop})",
     )
+    from uploader.cli import add_pacing_arguments
+
+    g.add_argument(
+        "--config",
+        default=None,
+        metavar="PATH",
+        help="TOML config whose [pacing] section applies (pacing flags win); nothing else "
+        "of it is used (default: none)",
+    )
+    add_pacing_arguments(parser)
     g = parser.add_argument_group("built-in emulator (default: target)")
     g.add_argument(
         "--latency-ms",
@@ -281,6 +309,8 @@ def options_from_args(ns: argparse.Namespace) -> BenchOptions:
         work_dir=Path(ns.work_dir) if ns.work_dir else None,
         keep=ns.keep,
         loop=ns.loop,
+        pacing=pacing_from_args(ns),
+        stop_after_errors=ns.stop_after_errors or None,
     )
     safe = ns.safe or (_external(opts.base_url) and not ns.allow_writes)
     if not safe:
@@ -292,6 +322,14 @@ def options_from_args(ns: argparse.Namespace) -> BenchOptions:
             "pass --allow-writes to do that on purpose"
         )
     return safe_mode(opts, secrets.token_hex(4))
+
+
+def pacing_from_args(ns: argparse.Namespace) -> PacingSettings:
+    """The ``[pacing]`` section of ``--config``, with the pacing flags over it."""
+    from uploader.cli import PACING_FLAGS
+
+    flags = {key: getattr(ns, dest, None) for dest, key in PACING_FLAGS.items()}
+    return load_settings(ns.config, flags, environ={}, require_client=False).pacing
 
 
 def safe_mode(opts: BenchOptions, run_id: str) -> BenchOptions:
@@ -360,7 +398,7 @@ def _sweep(ns: argparse.Namespace, opts: BenchOptions) -> int:
     best = sweep.recommend(rows)
     print(sweep.render_sweep(rows, best))
     outputs = [
-        (ns.json, json.dumps({"points": rows, "recommended": best}, indent=2) + "\n"),
+        (ns.json, json.dumps(_sweep_document(rows, best, opts), indent=2) + "\n"),
         (ns.csv, sweep.sweep_csv(rows)),
         (ns.recommend_to, sweep.recommendation_toml(best) if best else None),
         (ns.html, sweep.sweep_html(rows, best) if ns.html else None),
@@ -371,6 +409,18 @@ def _sweep(ns: argparse.Namespace, opts: BenchOptions) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
     return EXIT_OK if best is not None else EXIT_ERROR
+
+
+def _sweep_document(
+    rows: list[dict[str, Any]], best: dict[str, Any] | None, opts: BenchOptions
+) -> dict[str, Any]:
+    """The ``--json`` of a sweep: the points, the recommended one, the rules they ran under."""
+    return {
+        "points": rows,
+        "recommended": best,
+        "pacing": asdict(opts.pacing),
+        "stop_after_errors": opts.stop_after_errors,
+    }
 
 
 def _is_sweep(ns: argparse.Namespace) -> bool:
@@ -417,9 +467,12 @@ def settings_for(opts: BenchOptions, base_url: str) -> Settings:
         "status.wait": opts.wait,
         "status.poll_initial_s": opts.poll_initial_s,
         "status.poll_max_s": max(opts.poll_max_s, opts.poll_initial_s),
+        "submit.stop_after_errors": opts.stop_after_errors,
         "run.progress": "none",
         "run.fresh": True,
     }
+    for key, value in asdict(opts.pacing).items():
+        overrides[f"pacing.{key}"] = value
     return load_settings(None, overrides)
 
 
@@ -449,6 +502,7 @@ async def run_bench(opts: BenchOptions, work_dir: Path) -> dict[str, Any]:
         records = journal.batches()
     report = outcome.report
     requests = {k: int(report["requests"].get(k, 0)) for k in _REQUEST_KEYS}
+    pacing = report["pacing"]
     figures = batch_figures(records, list(outcome.submit_latencies_s))
     expected = math.ceil(info.valid_rows / opts.max_batch_rows)
     return {
@@ -469,6 +523,9 @@ async def run_bench(opts: BenchOptions, work_dir: Path) -> dict[str, Any]:
         "generate_s": round(generate_s, 3),
         "status": report["status"],
         "exit_code": outcome.exit_code,
+        "error": report["error"],
+        "stopped": stopped_by(outcome.exit_code, report["error"], pacing),
+        "pacing": pacing,
         "settings": {
             "concurrency": opts.concurrency,
             "adaptive": opts.adaptive,
@@ -479,6 +536,7 @@ async def run_bench(opts: BenchOptions, work_dir: Path) -> dict[str, Any]:
             "wait": opts.wait,
             "poll_initial_s": opts.poll_initial_s,
             "poll_max_s": settings.status.poll_max_s,
+            "stop_after_errors": opts.stop_after_errors,
         },
         "target": {
             "base_url": base_url,
@@ -495,6 +553,23 @@ async def run_bench(opts: BenchOptions, work_dir: Path) -> dict[str, Any]:
 
 
 _REQUEST_KEYS = ("submits", "retries", "throttled", "status_polls")
+
+
+def stopped_by(exit_code: int, error: str | None, pacing: dict[str, Any] | None) -> str | None:
+    """Why a bench run ended before its last row was final; None when it did not.
+
+    ``errors``: a run of submit errors (``submit.stop_after_errors``); ``pacing``: a
+    pacing rule ended it (outside the window with exit_outside_window, or the daily
+    budget); ``error``: anything else that ended it early (credentials, the server
+    lost, the status timeout, an internal error).
+    """
+    if exit_code in (0, 1):
+        return None
+    if pacing and pacing.get("stopped"):
+        return "pacing"
+    if error and "submit.stop_after_errors" in error:  # ErrorStreakError's message
+        return "errors"
+    return "error"
 
 
 @contextlib.asynccontextmanager
@@ -631,7 +706,15 @@ def _table_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         ("run elapsed / generate", f"{r['elapsed_s']:.2f} s / {r['generate_s']:.2f} s"),
         ("status / exit code", f"{r['status']} / {r['exit_code']}"),
+        *([("stopped", str(r["error"]))] if r["error"] else []),
+        *([("held back by pacing", f"{paced_seconds(r):.2f} s")] if r["pacing"] else []),
     ]
+
+
+def paced_seconds(result: dict[str, Any]) -> float:
+    """Seconds the pacing rules held submits back in one bench run (0.0 without pacing)."""
+    pacing = result["pacing"]
+    return round(sum(pacing["waited_s"].values()), 3) if pacing else 0.0
 
 
 def _num(value: float | None, spec: str) -> str:

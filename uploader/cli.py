@@ -24,7 +24,7 @@ from uploader.errors import ConfigError, UploaderError
 from uploader.logs import configure_logging, json_line
 from uploader.settings import Settings, load_settings
 
-__all__ = ["build_parser", "main"]
+__all__ = ["PACING_FLAGS", "add_config_argument", "add_pacing_arguments", "build_parser", "main"]
 
 T = TypeVar("T")
 
@@ -54,6 +54,7 @@ _INPUT_FLAGS = {
 _RUN_FLAGS = {
     "concurrency": "submit.concurrency",
     "max_attempts": "submit.max_attempts",
+    "stop_after_errors": "submit.stop_after_errors",
     "wait": "status.wait",
     "status_timeout": "status.timeout_s",
     "work_dir": "run.work_dir",
@@ -67,7 +68,7 @@ _RUN_FLAGS = {
     "metrics_port": "run.metrics_port",
     "metrics_textfile": "run.metrics_textfile",
 }
-_PACING_FLAGS = {
+PACING_FLAGS = {
     "max_rows_per_s": "pacing.max_rows_per_s",
     "window": "pacing.window",
     "timezone": "pacing.timezone",
@@ -103,7 +104,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=34, width=100)
 
 
-def _add_config(p: argparse.ArgumentParser) -> None:
+def add_config_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", metavar="PATH", help="TOML config file; flags win over it (default: none)"
     )
@@ -188,6 +189,13 @@ def _add_run(p: argparse.ArgumentParser) -> None:
         "--max-attempts", type=int, metavar="N", help="attempts per batch submit (default: 8)"
     )
     g.add_argument(
+        "--stop-after-errors",
+        type=int,
+        metavar="N",
+        help="exit 3 after N submit attempts in a row failed with an error other than "
+        "throttling; unsent batches wait for the next run (default: off)",
+    )
+    g.add_argument(
         "--wait",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -248,7 +256,7 @@ def _add_observability(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_pacing(p: argparse.ArgumentParser) -> None:
+def add_pacing_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pacing (each off unless given)")
     g.add_argument(
         "--max-rows-per-s", type=float, metavar="R", help="cap on rows submitted per second"
@@ -320,11 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="chunk, submit and track to completion (resumable)", formatter_class=_Formatter
     )
     run.add_argument("input", metavar="INPUT", help=INPUT_HELP)
-    _add_config(run)
+    add_config_argument(run)
     _add_target(run)
     _add_input(run)
     _add_run(run)
-    _add_pacing(run)
+    add_pacing_arguments(run)
     _add_observability(run)
 
     split = sub.add_parser(
@@ -334,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     split.add_argument("input", metavar="INPUT", help=INPUT_HELP)
     split.add_argument("--out", metavar="DIR", required=True, help="output directory")
-    _add_config(split)
+    add_config_argument(split)
     _add_input(split)
 
     check = sub.add_parser(
@@ -347,17 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--show", type=int, default=5, metavar="N", help="examples shown per finding (default: 5)"
     )
-    _add_config(check)
+    add_config_argument(check)
     _add_input(check)
 
     submit = sub.add_parser(
         "submit", help="submit existing batch files and track them", formatter_class=_Formatter
     )
     submit.add_argument("files", nargs="+", metavar="FILE|DIR", help="batch files or directories")
-    _add_config(submit)
+    add_config_argument(submit)
     _add_target(submit)
     _add_run(submit)
-    _add_pacing(submit)
+    add_pacing_arguments(submit)
     _add_observability(submit)
 
     status = sub.add_parser(
@@ -440,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(ns: argparse.Namespace, *, require_client: bool = True) -> Settings:
     overrides: dict[str, Any] = {}
-    for table in (_TARGET_FLAGS, _INPUT_FLAGS, _RUN_FLAGS, _PACING_FLAGS):
+    for table in (_TARGET_FLAGS, _INPUT_FLAGS, _RUN_FLAGS, PACING_FLAGS):
         for dest, key in table.items():
             if hasattr(ns, dest):
                 overrides[key] = getattr(ns, dest)

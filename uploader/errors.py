@@ -16,6 +16,7 @@ __all__ = [
     "AuthError",
     "BatchRejectedError",
     "ConfigError",
+    "ErrorStreakError",
     "InputError",
     "NotFoundError",
     "OutcomeUnknownError",
@@ -80,6 +81,16 @@ class ServerError(RetryableError):
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ErrorStreakError(UploaderError):
+    """``submit.stop_after_errors`` submit attempts in a row ended in an error.
+
+    Not about one batch: the server keeps failing, so the run stops sending
+    and keeps the batches not yet accepted for the next run (exit 3).
+    """
+
+    exit_code = 3
 
 
 class PermanentError(UploaderError):

@@ -38,6 +38,7 @@ from uploader.client import TargetClient
 from uploader.errors import (
     AuthError,
     ConfigError,
+    ErrorStreakError,
     InputError,
     NotFoundError,
     StorageError,
@@ -106,7 +107,7 @@ class _Run:
         self.stop_requested = asyncio.Event()
         self.chunk_stop = threading.Event()
         self.fatal: UploaderError | None = None  # stops the run, exit 2
-        self.lost: str | None = None  # the server went away mid-run, exit 3
+        self.lost: str | None = None  # the server went away or kept failing mid-run, exit 3
         self.crashed: BaseException | None = None  # anything unexpected, in any stage
         self.paused: PacingStop | None = None  # a pacing limit ended this run's submits
         self.last_progress_s = time.time()  # a batch accepted or final (for metrics)
@@ -228,11 +229,19 @@ class _Run:
         """A problem every submit would hit: stop the run, keep the batches.
 
         A bad token or a wrong client code is a configuration error (exit 2).
+        A server that keeps failing (``submit.stop_after_errors``) is exit 3.
         So is a server we never reached; losing it once bodies went out is an
         interruption (exit 3): they may have been accepted, and the same
         command continues when the server is back.
         """
-        if not isinstance(exc, TransportError) or not _anything_sent(self):
+        if isinstance(exc, ErrorStreakError):
+            if self.lost is None:
+                log.error("stopping: %s", exc, extra={"event": "stopping", "error": str(exc)})
+                self.lost = (
+                    f"stopped: {exc}; the batches not accepted stay to be sent: run the same "
+                    "command again to continue"
+                )
+        elif not isinstance(exc, TransportError) or not _anything_sent(self):
             if self.fatal is None:
                 self.fatal = ConfigError(_stop_message(exc, self.settings))
         elif self.lost is None:

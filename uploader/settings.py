@@ -208,9 +208,14 @@ class SubmitSettings:
     backoff_max_s: float = 60.0
     request_timeout_s: float = 300.0
     adaptive: bool = True  # False: exactly `concurrency` in flight, 429s or not (benchmarks)
+    # stop the run (exit 3) after this many submit attempts in a row failed with an error
+    # that is not throttling; None: never (each batch retries up to max_attempts)
+    stop_after_errors: int | None = None
 
     def __post_init__(self) -> None:
         _positive("submit.concurrency", self.concurrency)
+        if self.stop_after_errors is not None:
+            _positive("submit.stop_after_errors", self.stop_after_errors)
         _positive("submit.max_attempts", self.max_attempts)
         _positive("submit.backoff_initial_s", self.backoff_initial_s)
         _positive("submit.backoff_max_s", self.backoff_max_s)

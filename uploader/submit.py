@@ -22,6 +22,7 @@ from tenacity import RetryCallState
 from uploader.client import TargetClient
 from uploader.errors import (
     AuthError,
+    ErrorStreakError,
     NotFoundError,
     OutcomeUnknownError,
     TransportError,
@@ -62,6 +63,8 @@ class SubmitStats:
     rows_sent: int = 0
     batches_accepted: int = 0  # accept answers, resends included
     batches_failed: int = 0
+    errors: int = 0  # submit attempts that failed with an error other than throttling
+    error_streak: int = 0  # of those, how many in a row since the last success
     latencies_s: list[float] = field(default_factory=list)
     sent_seqs: set[int] = field(default_factory=set)
     accepted_seqs: set[int] = field(default_factory=set)
@@ -191,20 +194,24 @@ class Submitter:
                         except UploaderError as exc:
                             self._record_attempt(job, slot, exc)
                             maybe_applied |= isinstance(exc, OutcomeUnknownError)
+                            self._check_streak(exc)
                             raise
                         journal.record_attempt(job.seq, None)
                         self._count_sent(job)
                         slot.succeeded()
+                        self.stats.error_streak = 0
                         self.stats.latencies_s.append(loop.time() - started)
-        except (AuthError, NotFoundError, TransportError) as exc:
+        except (AuthError, NotFoundError, TransportError, ErrorStreakError) as exc:
             if self._on_stop_run is None:
                 raise
             # Every batch would meet the same problem: a bad token, a wrong client
-            # code, or a server we cannot reach. That says nothing about this
+            # code, a server we cannot reach, or one that keeps failing (the
+            # ``stop_after_errors`` streak). That says nothing about this
             # batch's rows, so it stays to be sent by the next run, and this run stops.
             # Refused or never delivered, it was not applied: sending it again later
             # is not a resend (nor a possible duplicate) unless an attempt may have landed.
             journal.requeue(job.seq, sent=maybe_applied)
+            self._stopping = True  # this worker and the others take no further batch
             self._on_stop_run(exc)
             return
         except UploaderError as exc:
@@ -236,6 +243,18 @@ class Submitter:
         if self.limiter.observe(exc):  # 429, and 503: both ask the whole pool to slow down
             self._journal.bump("throttled")
             slot.throttled()
+        else:
+            self.stats.errors += 1
+            self.stats.error_streak += 1
+
+    def _check_streak(self, exc: UploaderError) -> None:
+        """Raise ``ErrorStreakError`` once ``stop_after_errors`` attempts in a row failed."""
+        limit = self._settings.stop_after_errors
+        if limit is not None and self.stats.error_streak >= limit:
+            raise ErrorStreakError(
+                f"{self.stats.error_streak} submit attempts in a row failed "
+                f"(submit.stop_after_errors = {limit}; the last: {type(exc).__name__}: {exc})"
+            ) from exc
 
     def _count_sent(self, job: SubmitJob) -> None:
         """A submit request (and its body) that reached the server."""
