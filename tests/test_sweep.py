@@ -15,6 +15,7 @@ import pytest
 from tests.hostile import HostileServer
 from tests.test_cli_errors import uploader
 from uploader import bench, sweep
+from uploader.emulator import Emulator
 from uploader.settings import load_settings
 
 
@@ -63,6 +64,12 @@ def test_sweep_recommends_the_server_limit(
     assert [(p["concurrency"], p["batch_rows"], p["rows"]) for p in points] == [
         (c, 100, 4000) for c in (1, 2, 4, 8, 16)
     ]
+    for p in points:  # the distributions behind the percentiles: every 5th, 0 to 100
+        submit, complete = p["latency_cdf_s"]["submit"], p["latency_cdf_s"]["complete"]
+        assert len(submit) == len(complete) == 21
+        assert submit == sorted(submit) and complete == sorted(complete)
+        assert (submit[10], submit[19]) == (p["submit_p50_s"], p["submit_p95_s"])
+        assert (complete[10], complete[19]) == (p["complete_p50_s"], p["complete_p95_s"])
     shares = [p["throttled_share"] for p in points]
     # 429 only above 4 in flight: none up to 4, more than the rule's 5% above it.
     assert shares[:3] == [0.0, 0.0, 0.0]
@@ -89,7 +96,8 @@ def test_sweep_recommends_the_server_limit(
 
     page = _Page()
     page.feed(out["s.html"].read_text(encoding="utf-8"))
-    assert page.svgs == 5  # rows/s, throttled share, submit p50, p95, p99
+    # rows/s, throttled share, submit p50, p95, p99; the two distributions of the one size
+    assert page.svgs == 7
     assert page.scripts == page.links == 0  # offline: nothing fetched
     assert page.headings == [
         "uploader bench sweep",
@@ -98,6 +106,8 @@ def test_sweep_recommends_the_server_limit(
         "Submit latency p50",
         "Submit latency p95",
         "Submit latency p99",
+        "Submit latency distribution, 100 rows per batch",
+        "Submit to complete distribution, 100 rows per batch",
         "Points",
     ]
     assert "recommended: submit.concurrency = 4, batch.max_rows = 100" in page.text
@@ -273,3 +283,30 @@ def test_sweep_ends_outside_the_submit_window(
     assert (
         f"sweep ended at point 1: outside the submit window {start:%H:%M}-{end:%H:%M} (UTC)" in err
     )
+
+
+def test_safe_sweep_leaves_the_store_unchanged(
+    tmp_path: Path, threaded_emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emu = threaded_emulator
+    target = ("--base-url", emu.base_url, "--poll-initial", "0.05")
+    assert _bench("--rows", "300", "--batch-rows", "100", *target) == 0  # v2: writes B1..B300
+    before = emu.stats()["profiles_stored"], emu.profile("bench", "thirdPartyId", "B7")
+    assert before[0] == 300 and before[1] is not None
+
+    out = tmp_path / "s.json"
+    code = _bench(
+        *("--rows", "400", "--batch-rows", "100,200", "--concurrency", "1,2", "--safe"),
+        *target,
+        *("--json", str(out)),
+    )
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert [(p["concurrency"], p["batch_rows"], p["rows"], p["errors"]) for p in doc["points"]] == [
+        (1, 100, 400, 0),
+        (2, 100, 400, 0),
+        (1, 200, 400, 0),
+        (2, 200, 400, 0),
+    ]
+    assert doc["recommended"] is not None
+    assert (emu.stats()["profiles_stored"], emu.profile("bench", "thirdPartyId", "B7")) == before

@@ -17,6 +17,8 @@ The figures, and the keys of the JSON document:
   Submitter's own timings); ``submit_stage_s``: submitted_at -> accepted_at
   per batch (includes waiting for a slot of the adaptive limiter and retries).
 * ``complete_latency_s``: submitted_at -> final_at of batches that completed.
+* ``latency_cdf_s``: the distributions behind both, as the 0th, 5th, ... 100th
+  percentiles in seconds (``submit`` and ``complete``; empty without values).
 * ``requests``: submits, retries, throttled, status_polls (journal counters);
   ``throttled_fraction`` = throttled / submits.
 * ``peak_rss_mb``: ru_maxrss of this process (it includes the in-process
@@ -618,7 +620,27 @@ def batch_figures(
         "submit_latency_source": "submitter" if request_latencies is not None else "unavailable",
         "submit_stage_s": percentiles(stage),
         "complete_latency_s": percentiles(complete),
+        "latency_cdf_s": {
+            "submit": cdf(request_latencies or []),
+            "complete": cdf(complete),
+        },
     }
+
+
+CDF_STEP = 5  # latency_cdf_s: every 5th percentile, 0 to 100
+
+
+def cdf(values: Sequence[float]) -> list[float]:
+    """The 0th, 5th, ... 100th percentiles of ``values`` (as ``percentiles`` computes
+    them; the 0th is the smallest, the 100th the largest); [] without values."""
+    if not values:
+        return []
+    inner = percentiles(values, range(CDF_STEP, 100, CDF_STEP))
+    return [
+        round(min(values), 4),
+        *(inner[f"p{p}"] for p in range(CDF_STEP, 100, CDF_STEP)),
+        round(max(values), 4),
+    ]
 
 
 def percentiles(values: Sequence[float], points: Sequence[int] = (50, 95, 99)) -> dict[str, Any]:

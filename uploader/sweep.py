@@ -125,6 +125,8 @@ def point_row(result: dict[str, Any]) -> dict[str, Any]:
         "errors": errors + result["rows"] - result["rows_submitted"],
         "paced_s": paced_seconds(result),
         "stopped": result["stopped"] or "",
+        # not a column: for the --html distributions and --json
+        "latency_cdf_s": result["latency_cdf_s"],
     }
 
 
@@ -288,7 +290,9 @@ def render_sweep(rows: Sequence[dict[str, Any]], best: dict[str, Any] | None) ->
 
 
 def sweep_html(rows: Sequence[dict[str, Any]], best: dict[str, Any] | None) -> str:
-    """An offline page: rows/s against concurrency per batch size, and submit latencies."""
+    """An offline page: rows/s, throttled share and submit latency against concurrency
+    (a line per batch size), then per batch size the distributions of submit latency
+    and of submit to complete (a line per concurrency), and the table."""
     from uploader import charts
 
     sizes = sorted({r["batch_rows"] for r in rows})
@@ -328,6 +332,21 @@ def sweep_html(rows: Sequence[dict[str, Any]], best: dict[str, Any] | None) -> s
                 ),
             )
         )
+    distributions = (
+        ("submit", "Submit latency", "share of submit requests within"),
+        ("complete", "Submit to complete", "share of batches complete within"),
+    )
+    for size in sizes:
+        for kind, what, y_label in distributions:
+            series = {
+                f"concurrency {r['concurrency']}": _cdf_series(r["latency_cdf_s"][kind])
+                for r in rows
+                if r["batch_rows"] == size and r["latency_cdf_s"][kind]
+            }
+            if series:
+                title = f"{what} distribution, {size:,} rows per batch"
+                chart = charts.line_chart(title.lower(), "seconds", y_label, series)
+                sections.append(charts.Section(title, chart))
     sections.append(charts.Section("Points", f"<pre>{html.escape(render_sweep(rows, best))}</pre>"))
     chosen = (
         f"recommended: submit.concurrency = {best['concurrency']}, "
@@ -338,9 +357,15 @@ def sweep_html(rows: Sequence[dict[str, Any]], best: dict[str, Any] | None) -> s
     return charts.html_page("uploader bench sweep", sections, subtitle=chosen)
 
 
+def _cdf_series(cuts: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Percentile cuts (0th, 5th, ... 100th) as a cumulative curve: seconds -> share."""
+    step = 1 / (len(cuts) - 1)
+    return list(cuts), [round(i * step, 4) for i in range(len(cuts))]
+
+
 def sweep_csv(rows: Sequence[dict[str, Any]]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
