@@ -281,3 +281,36 @@ async def test_scaled_clock_runs_faster_and_sleeps_consistently() -> None:
     clock = ScaledClock(at("2026-01-01T00:00:00"), speed=1000)
     await clock.sleep(30)  # 30 ms of real time
     assert 30 <= clock.now() - at("2026-01-01T00:00:00") < 30 + 60
+
+
+async def test_send_for_is_a_time_box_from_the_start_of_the_run() -> None:
+    clock = ManualClock(at("2026-01-01T00:00:00"))
+    pacer = Pacer(send_for_s=5, max_rows_per_s=100, clock=clock)
+    for seq in range(1, 6):  # one 100-row batch a second: at 0, 1, 2, 3 and 4 s
+        await pacer.admit(seq, 100)
+    with pytest.raises(PacingStop) as stop:
+        await pacer.admit(6, 100)  # would go at 5 s: the box is over
+    assert str(stop.value) == (
+        "sent for 5 s (pacing.send_for_s); run the same command again to continue"
+    )
+    assert (stop.value.rule, stop.value.resume_at) == ("time", None)
+    assert clock.t - at("2026-01-01T00:00:00") == pytest.approx(5.0)
+    assert pacer.describe()["send_for_s"] == 5
+
+
+async def test_send_for_exit_3_then_the_rerun_continues(emulator: Emulator, tmp_path: Path) -> None:
+    src = export(tmp_path, 700)
+    keys = {"pacing__send_for_s": 3.5, "pacing__max_rows_per_s": 100}
+    clock = ManualClock(at("2026-01-01T10:00:00"))
+    outcome = await run_paced(emulator, src, tmp_path / "w", clock, **keys)
+    assert outcome.exit_code == 3
+    report = read_report(tmp_path / "w")
+    # Batches at 0, 1, 2 and 3 s went out and were followed to the end; the fifth did not.
+    assert report["rows"]["successful"] == 400 and report["status"] == "incomplete"
+    assert report["pacing"]["stopped_by"] == "time"
+    assert report["pacing"]["stopped"].startswith("sent for 3.5 s (pacing.send_for_s)")
+    assert emulator.stats()["batches_accepted"] == 4
+    later = ManualClock(at("2026-01-01T11:00:00"))
+    assert (await run_paced(emulator, src, tmp_path / "w", later, **keys)).exit_code == 0
+    assert read_report(tmp_path / "w")["rows"]["successful"] == 700
+    assert emulator.stats()["batches_accepted"] == 7

@@ -201,9 +201,11 @@ async def test_sweep_stops_a_point_on_a_run_of_errors(tmp_path: Path) -> None:
         (1, 100, "errors"),
         (1, 200, "errors"),
     ]
-    assert [(p["rows_per_s"], p["errors"], p["throttled_share"]) for p in points] == [
-        (None, 200, 0.0)
-    ] * 2
+    # Only the batch on the wire counts as sent: the next one never left.
+    assert [(p["rows_per_s"], p["rows"], p["errors"], p["throttled_share"]) for p in points] == [
+        (None, 100, 100, 0.0),
+        (None, 200, 200, 0.0),
+    ]
     assert doc["recommended"] is None and doc["stop_after_errors"] == 3
     # Every point stops after 3 answers (concurrency 1: one at a time), so 6 in all.
     assert server.seen.submits == 6
@@ -310,3 +312,26 @@ def test_safe_sweep_leaves_the_store_unchanged(
     ]
     assert doc["recommended"] is not None
     assert (emu.stats()["profiles_stored"], emu.profile("bench", "thirdPartyId", "B7")) == before
+
+
+def test_sweep_points_of_a_fixed_duration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "s.json"
+    code = _bench(
+        *("--rows", "50000", "--batch-rows", "100", "--concurrency", "1,2", "--send-for", "0.5"),
+        *("--latency-ms", "50", "--poll-initial", "0.05", "--json", str(out)),
+    )
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["pacing"]["send_for_s"] == 0.5
+    points = doc["points"]
+    assert [(p["concurrency"], p["stopped"], p["errors"]) for p in points] == [
+        (1, "", 0),
+        (2, "", 0),
+    ]
+    for p in points:  # time ran out long before 50,000 rows (500 batches of 50 ms) were sent
+        assert 0 < p["rows"] < 50_000 and p["rows"] % 100 == 0
+    assert doc["recommended"] is not None
+    err = capsys.readouterr().err
+    assert "pacing applies to every point: each point sends for at most 0.5 s" in err

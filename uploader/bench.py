@@ -9,6 +9,9 @@ and prints one table (``--json PATH`` also writes the figures).
 The figures, and the keys of the JSON document:
 
 * ``rows``, ``batches``, ``bytes``: what was generated and sent;
+  ``rows_submitted``: rows put into batches (report.json's ``rows.submitted``);
+  ``rows_sent``: rows of the batches the run began to send (fewer when a time box,
+  a pacing rule or a run of errors ended it early);
   ``expected_batches`` = ceil(rows / max_batch_rows) when the row bound binds.
 * ``submit_window_s``: first submit started -> last batch accepted (journal);
   ``throughput`` over that window: ``rows_per_s``, ``mb_per_s`` (1 MB = 1e6
@@ -359,7 +362,8 @@ def _external(base_url: str | None) -> bool:
 
 
 def main(ns: argparse.Namespace) -> int:
-    """Run the benchmark, print the table, write ``--json``; 0 when the run completed."""
+    """Run the benchmark, print the table, write ``--json``; 0 when the run completed
+    (or sent for its ``--send-for`` and followed what it sent)."""
     from uploader.cli import run_async
 
     try:
@@ -378,11 +382,13 @@ def main(ns: argparse.Namespace) -> int:
     with _work_dir(opts) as work_dir:
         result = run_async(run_bench(opts, work_dir), opts.loop)
     render_table(result)
+    # exit 3 without a cause is the planned end of --send-for (see stopped_by)
+    finished = result["exit_code"] == 0 or (result["exit_code"] == 3 and not result["stopped"])
     if ns.json:
         path = Path(ns.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return EXIT_OK if result["exit_code"] == 0 else EXIT_ERROR
+    return EXIT_OK if finished else EXIT_ERROR
 
 
 def _sweep(ns: argparse.Namespace, opts: BenchOptions) -> int:
@@ -510,6 +516,7 @@ async def run_bench(opts: BenchOptions, work_dir: Path) -> dict[str, Any]:
     return {
         "rows": opts.rows,
         "rows_submitted": int(report["rows"]["submitted"]),
+        "rows_sent": sum(r.rows for r in records if r.submitted_at is not None),
         "rows_successful": int(report["rows"]["successful"]),
         "rows_not_found": int(report["rows"]["not_found"]),
         "batches": len(records),
@@ -563,12 +570,13 @@ def stopped_by(exit_code: int, error: str | None, pacing: dict[str, Any] | None)
     ``errors``: a run of submit errors (``submit.stop_after_errors``); ``pacing``: a
     pacing rule ended it (outside the window with exit_outside_window, or the daily
     budget); ``error``: anything else that ended it early (credentials, the server
-    lost, the status timeout, an internal error).
+    lost, the status timeout, an internal error). The end of ``pacing.send_for_s``
+    (``--send-for``) is the planned end of a time-boxed run, not an early stop.
     """
     if exit_code in (0, 1):
         return None
     if pacing and pacing.get("stopped"):
-        return "pacing"
+        return None if pacing.get("stopped_by") == "time" else "pacing"
     if error and "submit.stop_after_errors" in error:  # ErrorStreakError's message
         return "errors"
     return "error"

@@ -75,6 +75,7 @@ PACING_FLAGS = {
     "exit_outside_window": "pacing.exit_outside_window",
     "daily_rows": "pacing.daily_rows",
     "max_backlog_rows": "pacing.max_backlog_rows",
+    "send_for_s": "pacing.send_for_s",
 }
 
 
@@ -286,6 +287,14 @@ def add_pacing_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="no new submit while more than N submitted rows are not final in Target",
+    )
+    g.add_argument(
+        "--send-for",
+        dest="send_for_s",
+        type=float,
+        metavar="S",
+        help="no new batch S seconds after the run started; then exit 3 once the accepted "
+        "batches are final",
     )
 
 

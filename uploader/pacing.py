@@ -5,7 +5,7 @@ what the *server* says; pacing enforces what the *operator* asked for, before
 a batch is sent at all. The submitter asks one question per batch,
 ``await pacer.admit(seq, rows)``, which returns when the batch may go, or
 raises :class:`PacingStop` when this run should end here (exit 3) and a later
-run continue. Four rules, each off unless configured:
+run continue. Five rules, each off unless configured:
 
 * ``max_rows_per_s``: a token bucket on rows shared by every worker. It holds
   at most one batch worth of rows, so a burst is never more than one batch.
@@ -16,6 +16,8 @@ run continue. Four rules, each off unless configured:
   job, counted in the journal so reruns share the day's budget.
 * ``max_backlog_rows``: no new submit while rows submitted or accepted but not
   yet final in Target would exceed the cap (one batch may always go alone).
+* ``send_for_s``: no new batch once this many seconds have passed since the
+  run started (a time box: a CI job's limit, a benchmark point).
 
 Time comes from an injectable :class:`Clock`, so tests run a night in
 milliseconds. Nothing here knows about HTTP or files.
@@ -52,13 +54,15 @@ __all__ = [
 class PacingStop(UploaderError):
     """This run must stop submitting; a later run of the same command continues.
 
-    ``resume_at`` (epoch seconds) says when it can continue, when known.
+    ``resume_at`` (epoch seconds) says when it can continue, when known;
+    ``rule`` which rule stopped it: ``window``, ``daily`` or ``time``.
     """
 
     exit_code = 3
 
-    def __init__(self, message: str, *, resume_at: float | None = None) -> None:
+    def __init__(self, message: str, *, rule: str, resume_at: float | None = None) -> None:
         super().__init__(message)
+        self.rule = rule
         self.resume_at = resume_at
 
 
@@ -177,6 +181,7 @@ class Pacer:
         exit_outside_window: bool = False,
         daily_rows: int | None = None,
         max_backlog_rows: int | None = None,
+        send_for_s: float | None = None,
         ledger: DailyLedger | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -188,7 +193,9 @@ class Pacer:
         self.exit_outside_window = exit_outside_window
         self.daily_rows = daily_rows
         self.max_backlog_rows = max_backlog_rows
+        self.send_for_s = send_for_s
         self.clock: Clock = clock or SystemClock()
+        self._until = None if send_for_s is None else self.clock.now() + send_for_s
         self._ledger = ledger
         self._lock = asyncio.Lock()  # admissions are served in order
         self._backlog: dict[int, int] = {}  # seq -> rows submitted or accepted, not final
@@ -205,7 +212,13 @@ class Pacer:
     def active(self) -> bool:
         return any(
             x is not None
-            for x in (self.max_rows_per_s, self.window, self.daily_rows, self.max_backlog_rows)
+            for x in (
+                self.max_rows_per_s,
+                self.window,
+                self.daily_rows,
+                self.max_backlog_rows,
+                self.send_for_s,
+            )
         )
 
     @property
@@ -242,12 +255,19 @@ class Pacer:
         """One pass over the rules: True when admitted, False after a wait."""
         now = self.clock.now()
         local = self._local(now)
+        if self._until is not None and now >= self._until:
+            raise PacingStop(
+                f"sent for {self.send_for_s:g} s (pacing.send_for_s); run the same command "
+                "again to continue",
+                rule="time",
+            )
         if self.window is not None and not self.window.contains(local):
             opens = self.window.next_open(local)
             if self.exit_outside_window:
                 raise PacingStop(
                     f"outside the submit window {self.window} ({self._zone_name()}); "
                     f"run again after {opens:%Y-%m-%d %H:%M %Z}",
+                    rule="window",
                     resume_at=opens.timestamp(),
                 )
             self._set_waiting("window", f"waiting for the window (opens {opens:%Y-%m-%d %H:%M %Z})")
@@ -291,7 +311,8 @@ class Pacer:
         if rows > self.daily_rows:
             raise PacingStop(
                 f"a batch of {rows:,} rows is larger than the daily budget "
-                f"pacing.daily_rows = {self.daily_rows:,}; lower batch.max_rows"
+                f"pacing.daily_rows = {self.daily_rows:,}; lower batch.max_rows",
+                rule="daily",
             )
         used = self._ledger.rows_on(local.date().isoformat())
         if used + rows > self.daily_rows:
@@ -300,6 +321,7 @@ class Pacer:
                 f"daily budget used: {used:,} of {self.daily_rows:,} rows submitted on "
                 f"{local.date()} ({self._zone_name()}); run again after "
                 f"{tomorrow:%Y-%m-%d %H:%M %Z}",
+                rule="daily",
                 resume_at=tomorrow.timestamp(),
             )
 
@@ -351,5 +373,6 @@ class Pacer:
             "rows_today": self.rows_today(),
             "max_backlog_rows": self.max_backlog_rows,
             "peak_backlog_rows": self.peak_backlog_rows,
+            "send_for_s": self.send_for_s,
             "waited_s": {k: round(v, 3) for k, v in self.waited_s.items()},
         }

@@ -396,6 +396,7 @@ def make_pacer(settings: Settings, journal: Journal, clock: Clock | None = None)
         exit_outside_window=p.exit_outside_window,
         daily_rows=p.daily_rows,
         max_backlog_rows=p.max_backlog_rows,
+        send_for_s=p.send_for_s,
         ledger=journal,
         clock=clock,
     )
@@ -760,6 +761,7 @@ def _pacing_summary(run: _Run) -> dict[str, Any] | None:
     summary = run.pacer.describe()
     stop = run.paused
     summary["stopped"] = str(stop) if stop else None
+    summary["stopped_by"] = stop.rule if stop else None  # window, daily or time
     summary["resume_after"] = _iso(stop.resume_at) if stop and stop.resume_at else None
     run.journal.set_meta("pacing", summary)
     return summary

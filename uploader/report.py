@@ -594,6 +594,8 @@ def _pacing_line(p: Mapping[str, Any]) -> str:
         parts.append(f"daily {p['daily_rows']:,} rows{used}")
     if p.get("max_backlog_rows"):
         parts.append(f"backlog cap {p['max_backlog_rows']:,} rows")
+    if p.get("send_for_s"):
+        parts.append(f"send for {p['send_for_s']:g} s")
     return "; ".join(parts)
 
 

@@ -279,9 +279,10 @@ class PacingSettings:
     exit_outside_window: bool = False  # outside the window: exit 3 instead of waiting
     daily_rows: int | None = None  # rows per calendar day for this job, across reruns
     max_backlog_rows: int | None = None  # accepted rows not yet final before pausing
+    send_for_s: float | None = None  # no new batch this long after the run started; exit 3
 
     def __post_init__(self) -> None:
-        for name in ("max_rows_per_s", "daily_rows", "max_backlog_rows"):
+        for name in ("max_rows_per_s", "daily_rows", "max_backlog_rows", "send_for_s"):
             value = getattr(self, name)
             if value is not None:
                 _positive(f"pacing.{name}", value)

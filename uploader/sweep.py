@@ -101,19 +101,20 @@ def parse_int_list(text: str) -> list[int]:
 def point_row(result: dict[str, Any]) -> dict[str, Any]:
     """One sweep row from the JSON document of one bench run.
 
-    ``errors``: rows that did not end ``successful`` or ``not_found`` (never sent
-    included); ``paced_s``: seconds the pacing rules held submits back;
+    ``rows``: rows of the batches the point began to send; ``errors``: of those,
+    rows that did not end ``successful`` or ``not_found``; ``paced_s``: seconds the pacing
+    rules held submits back;
     ``stopped``: why the point ended early (see ``bench.stopped_by``), "" when
     it did not.
     """
     from uploader.bench import paced_seconds
 
     sub, done = result["submit_latency_s"], result["complete_latency_s"]
-    errors = result["rows_submitted"] - result["rows_successful"] - result["rows_not_found"]
+    sent = result["rows_sent"]
     return {
         "concurrency": result["settings"]["concurrency"],
         "batch_rows": result["settings"]["max_batch_rows"],
-        "rows": result["rows"],
+        "rows": sent,
         "rows_per_s": result["throughput"]["rows_per_s"],
         "mb_per_s": result["throughput"]["mb_per_s"],
         "submit_p50_s": sub["p50"],
@@ -122,7 +123,7 @@ def point_row(result: dict[str, Any]) -> dict[str, Any]:
         "complete_p50_s": done["p50"],
         "complete_p95_s": done["p95"],
         "throttled_share": result["throttled_fraction"],
-        "errors": errors + result["rows"] - result["rows_submitted"],
+        "errors": sent - result["rows_successful"] - result["rows_not_found"],
         "paced_s": paced_seconds(result),
         "stopped": result["stopped"] or "",
         # not a column: for the --html distributions and --json
@@ -225,7 +226,7 @@ async def run_sweep(
         )
         point = replace(opts, concurrency=concurrency, max_batch_rows=size)
         result = await run_bench(point, work_dir / f"c{concurrency}-b{size}")
-        spent += result["rows_submitted"]
+        spent += result["rows_sent"]
         rows.append(point_row(result))
         stopped = result["stopped"]
         why = result["error"] or (result["pacing"] or {}).get("stopped")
@@ -258,6 +259,8 @@ def _pacing_text(opts: BenchOptions) -> str:
         parts.append(f"{p.daily_rows:,} rows for the whole sweep")
     if p.max_backlog_rows is not None:
         parts.append(f"at most {p.max_backlog_rows:,} rows not yet final")
+    if p.send_for_s is not None:
+        parts.append(f"each point sends for at most {p.send_for_s:g} s")
     return ", ".join(parts)
 
 
