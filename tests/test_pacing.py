@@ -307,7 +307,7 @@ async def test_send_for_exit_3_then_the_rerun_continues(emulator: Emulator, tmp_
     report = read_report(tmp_path / "w")
     # Batches at 0, 1, 2 and 3 s went out and were followed to the end; the fifth did not.
     assert report["rows"]["successful"] == 400 and report["status"] == "incomplete"
-    assert report["pacing"]["stopped_by"] == "time"
+    assert report["pacing"]["stopped_rule"] == "time"
     assert report["pacing"]["stopped"].startswith("sent for 3.5 s (pacing.send_for_s)")
     assert emulator.stats()["batches_accepted"] == 4
     later = ManualClock(at("2026-01-01T11:00:00"))

@@ -576,7 +576,7 @@ def stopped_by(exit_code: int, error: str | None, pacing: dict[str, Any] | None)
     if exit_code in (0, 1):
         return None
     if pacing and pacing.get("stopped"):
-        return None if pacing.get("stopped_by") == "time" else "pacing"
+        return None if pacing.get("stopped_rule") == "time" else "pacing"
     if error and "submit.stop_after_errors" in error:  # ErrorStreakError's message
         return "errors"
     return "error"

@@ -761,7 +761,7 @@ def _pacing_summary(run: _Run) -> dict[str, Any] | None:
     summary = run.pacer.describe()
     stop = run.paused
     summary["stopped"] = str(stop) if stop else None
-    summary["stopped_by"] = stop.rule if stop else None  # window, daily or time
+    summary["stopped_rule"] = stop.rule if stop else None  # window, daily or time
     summary["resume_after"] = _iso(stop.resume_at) if stop and stop.resume_at else None
     run.journal.set_meta("pacing", summary)
     return summary
