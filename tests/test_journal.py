@@ -253,6 +253,19 @@ def test_other_input_is_refused_with_a_message_naming_it(tmp_path: Path) -> None
         j.start_run({**FP, "target": {"client": "x"}}, fresh=False)
 
 
+def test_changed_batch_limit_is_named_by_its_setting(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    with Journal(path) as j:
+        j.start_run({**FP, "input": {**FP["input"], "max_rows": 5000}}, fresh=False)
+    with Journal(path) as j, pytest.raises(ConfigError) as err:
+        j.start_run({**FP, "input": {**FP["input"], "max_rows": 500000}}, fresh=False)
+    assert str(err.value) == (
+        f"work dir {tmp_path} holds a run of input '/data/in.csv', but batch.max_rows "
+        "(--max-batch-rows) is 500000 now, 5000 then; use --fresh to start over with this "
+        "input or another --work-dir"
+    )
+
+
 def test_fresh_wipes_everything(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     with Journal(path) as j:

@@ -696,6 +696,13 @@ def _value(x: object) -> str:
     return str(getattr(x, "value", x))
 
 
+# The input's identity records the batch limits too: name them as the user sets them.
+_SETTING_OF = {
+    ("input", "max_rows"): "batch.max_rows (--max-batch-rows)",
+    ("input", "max_bytes"): "batch.max_bytes (--max-batch-bytes)",
+}
+
+
 def _change(key: str, name: str, old: Any, new: Any, before: Mapping[str, Any]) -> str:
     """How one identity field changed, in words."""
     if key == "input" and name == "size" and before.get("path") == "-":
@@ -710,7 +717,8 @@ def _change(key: str, name: str, old: Any, new: Any, before: Mapping[str, Any]) 
         )
     if key == "input" and name == "path":
         return f"this is another input ({new!r})"
-    return f"{key}.{name} is {new!r} now, {old!r} then"
+    setting = _SETTING_OF.get((key, name), f"{key}.{name}")
+    return f"{setting} is {new!r} now, {old!r} then"
 
 
 def _short(value: Any) -> str:
