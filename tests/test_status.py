@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tests.conftest import EmulatorFactory
 from tests.test_cli_errors import small_export, uploader
+from uploader.combine import combine, render_combined
 from uploader.workdir import locked
 
 
@@ -80,3 +81,25 @@ async def test_no_wait_says_what_finishes_it(
     assert r.lines[-1] == hint
     s = await uploader("status", "w", cwd=tmp_path)
     assert (s.code, s.stdout.splitlines()[-1]) == (3, hint)
+
+
+def test_combined_lines_keep_long_job_ids_apart() -> None:
+    """A job id longer than the column still leaves a space before the status."""
+    rows = {"read": 10, "rejected": 0, "submitted": 10, "successful": 10, "failed": 0}
+    runs = [
+        {
+            "job_id": job_id,
+            "status": "complete",
+            "exit_code": 0,
+            "rows": {**rows, "not_found": 0, "pending": 0},
+            "batches": {"total": 1, "complete": 1},
+            "outputs": {"work_dir": work_dir},
+            "elapsed_s": 1.0,
+        }
+        for job_id, work_dir in (("big-01f6253193", "runA"), ("short", "runB"))
+    ]
+    lines = render_combined(combine(runs), runs).splitlines()
+    assert lines[:2] == [
+        "big-01f6253193  complete     exit 0  read 10  successful 10  failed 0  pending 0  (runA)",
+        "short           complete     exit 0  read 10  successful 10  failed 0  pending 0  (runB)",
+    ]

@@ -81,12 +81,15 @@ def _sum_section(reports: Sequence[Mapping[str, Any]], key: str) -> dict[str, in
 def render_combined(combined: Mapping[str, Any], reports: Sequence[Mapping[str, Any]]) -> str:
     """``uploader status DIR...``: a line per run, then the combined accounting."""
     lines = []
-    for r in reports:
-        shard = r.get("shard")
-        label = f"shard {shard['index']}/{shard['count']}" if shard else r["job_id"]
+    labels = [
+        f"shard {r['shard']['index']}/{r['shard']['count']}" if r.get("shard") else r["job_id"]
+        for r in reports
+    ]
+    width = max(14, *(len(label) + 2 for label in labels))  # job ids are of any length
+    for label, r in zip(labels, reports, strict=True):
         state = f"RUNNING (pid {r['running_pid']})" if r.get("running_pid") else r["status"]
         lines.append(
-            f"{label:<14}{state:<12} exit {r['exit_code']}  "
+            f"{label:<{width}}{state:<12} exit {r['exit_code']}  "
             f"read {r['rows']['read']:,}  successful {r['rows']['successful']:,}  "
             f"failed {r['rows']['failed']:,}  pending {r['rows']['pending']:,}  "
             f"({(r.get('outputs') or {}).get('work_dir') or r['job_id']})"
