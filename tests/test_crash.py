@@ -156,7 +156,8 @@ async def test_sigint_exits_3_and_the_same_command_finishes(
         await asyncio.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(proc.wait(), 30) == 3
-    assert read_report(work)["status"] == "incomplete"
+    stopped = read_report(work)
+    assert (stopped["status"], stopped["stopped_by"]) == ("incomplete", "signal")
     again = await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.DEVNULL)
     assert await asyncio.wait_for(again.wait(), 120) == 0
     report = read_report(work)

@@ -12,6 +12,7 @@ from pathlib import Path
 from tests.conftest import EmulatorFactory
 from tests.test_cli_errors import small_export, uploader
 from uploader.combine import combine, render_combined
+from uploader.journal import Journal
 from uploader.workdir import locked
 
 
@@ -81,6 +82,60 @@ async def test_no_wait_says_what_finishes_it(
     assert r.lines[-1] == hint
     s = await uploader("status", "w", cwd=tmp_path)
     assert (s.code, s.stdout.splitlines()[-1]) == (3, hint)
+
+
+async def test_status_of_a_finished_run_is_its_report(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    """Every field, the times and target included: the run's end as it wrote it."""
+    emu = await emulator_factory()
+    src = small_export(tmp_path)
+    with src.open("a") as f:
+        f.write(",gold\n")  # one reject (missing_id): rejects.csv is named
+    args = ("run", "export.csv", "--client", "demo", "--base-url", emu.base_url, "--work-dir", "w")
+    r = await uploader(*args, "--progress", "none", cwd=tmp_path)
+    assert r.code == 1, r.stderr
+    written = json.loads((tmp_path / "w" / "report.json").read_text())
+    s = await uploader("status", "w", "--json", cwd=tmp_path)
+    assert s.code == 1
+    assert json.loads(s.stdout) == written
+    assert (written["client"], written["stopped_by"]) == ("demo", None)
+    assert written["settings"] == {"client": "demo", "api": "v2", "base_url": emu.base_url}
+    assert written["outputs"]["rejects"] == "w/rejects.csv"
+    assert written["started_at"] <= written["finished_at"]
+
+
+async def test_status_says_why_a_run_stopped(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    """A status timeout, then a run killed without writing its end: each hint says which."""
+    emu = await emulator_factory(apply_rate=1.0)  # batches stay incomplete for a while
+    small_export(tmp_path)
+    args = ("run", "export.csv", "--client", "demo", "--base-url", emu.base_url, "--work-dir", "w")
+    r = await uploader(*args, "--status-timeout", "1", "--progress", "none", cwd=tmp_path)
+    assert r.code == 3
+    hint = (
+        "hint      --status-timeout reached before every batch was final: re-run the same "
+        "command to continue"
+    )
+    assert r.lines[-1] == hint
+    written = json.loads((tmp_path / "w" / "report.json").read_text())
+    assert (written["status"], written["stopped_by"]) == ("incomplete", "status_timeout")
+    s = await uploader("status", "w", "--json", cwd=tmp_path)
+    assert (s.code, json.loads(s.stdout)) == (3, written)
+    with Journal(tmp_path / "w" / "journal.sqlite") as journal:  # as a SIGKILL leaves it
+        journal.set_meta("last_outcome", None)
+        journal.set_meta("last_exit", None)
+    s = await uploader("status", "w", "--json", cwd=tmp_path)
+    killed = json.loads(s.stdout)
+    assert (s.code, killed["stopped_by"], killed["finished_at"]) == (3, "killed", None)
+    assert killed["started_at"] == written["started_at"]
+    assert killed["elapsed_s"] >= written["elapsed_s"]
+    text = await uploader("status", "w", cwd=tmp_path)
+    assert text.stdout.splitlines()[-1] == (
+        "hint      the last run ended without writing its end (killed, or the machine "
+        "stopped): re-run the same command to continue"
+    )
 
 
 def test_combined_lines_keep_long_job_ids_apart() -> None:

@@ -206,7 +206,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
         "--status-timeout",
         type=float,
         metavar="S",
-        help="stop following after S seconds, exit 3 (default: 86400)",
+        help="stop S seconds after this run started (sending included), exit 3 (default: 86400)",
     )
     g.add_argument(
         "--work-dir", metavar="DIR", help="journal and outputs (default: ./uploader-runs/JOB_ID)"

@@ -93,20 +93,23 @@ def status_report(work_dir: Path) -> dict[str, Any]:
         chunk = journal.get_meta("chunk") or {}
         batches = journal.batches()
         ended = None if pid else journal.get_meta("last_exit")
+        rejected = chunk.get("rejected", {})
+        target = (journal.get_meta("fingerprint") or {}).get("target") or {}
         report = reporting.build_report(
             job_id=journal.get_meta("job_id", work_dir.name),
             batches=batches,
             counters=journal.counters(),
             rows_read=chunk.get("rows_read", sum(b.rows for b in batches)),
-            rejected_by_reason=chunk.get("rejected", {}),
+            rejected_by_reason=rejected,
             rows_folded=chunk.get("folded", 0),
             repeated_ids=chunk.get("repeated_ids"),
             chunking_done=bool(journal.get_meta("chunk_done")),
             short_rows=int(chunk.get("short_rows", 0)),
             input_warnings=chunk.get("warnings", []),
-            elapsed_s=_elapsed(journal),
-            outputs={
-                "rejects": _existing(work_dir / "rejects.csv"),
+            elapsed_s=_elapsed(journal, running=pid is not None),
+            outputs=(ended or {}).get("outputs")
+            or {
+                "rejects": str(work_dir / "rejects.csv") if sum(rejected.values()) else None,
                 "failed_rows": _existing(work_dir / "failed.csv"),
                 "journal": str(path),
                 "work_dir": str(work_dir),
@@ -114,13 +117,18 @@ def status_report(work_dir: Path) -> dict[str, Any]:
             interrupted=pid is not None or journal.get_meta("last_outcome") != "done",
             error=ended.get("error") if ended else None,
             error_exit=int(ended["exit_code"]) if ended else 2,
+            settings_summary={k: target.get(k) for k in ("client", "api", "base_url")},
             pacing=journal.get_meta("pacing"),
             shard=shard_section(chunk),
+            outcome="running" if pid is not None else journal.get_meta("last_outcome") or "killed",
+            started_at=journal.get_meta("started_at"),
         )
     if pid is not None:
         report["running_pid"] = pid
-    elif ended:
+    if ended:
         report["exit_code"] = int(ended["exit_code"])
+    # When it ended, as its own report says; a run still going (or killed) has no end yet.
+    report["finished_at"] = (ended or {}).get("finished_at")
     return report
 
 
@@ -254,12 +262,23 @@ def _error_report(job_id: str, work_dir: Path, settings: Settings, message: str)
     return report
 
 
-def _elapsed(journal: Journal) -> float:
-    """Time spent running; for a run that never ended cleanly, time since it started."""
+def _elapsed(journal: Journal, *, running: bool) -> float:
+    """Time spent running, summed over the runs, as a run's report counts it.
+
+    Runs that ended added theirs to ``active_s``; the one going now adds its
+    time so far, and one that was killed its time until its last sample.
+    """
     active = float(journal.get_meta("active_s", 0.0))
-    if active > 0:
+    if journal.get_meta("last_exit"):
         return active
-    return max(0.0, time.time() - float(journal.get_meta("started_at", time.time())))
+    start = journal.get_meta("run_started_at") or journal.get_meta("started_at")
+    if start is None:
+        return active
+    if running:
+        return active + max(0.0, time.time() - float(start))
+    samples = journal.samples()
+    last = samples[-1].t if samples else float(start)
+    return active + max(0.0, last - float(start))
 
 
 def _existing(path: Path) -> str | None:

@@ -622,6 +622,7 @@ def _prepare(
     # How the last run ended no longer holds once this one runs (it may be killed).
     journal.set_meta("last_outcome", None)
     journal.set_meta("last_exit", None)
+    journal.set_meta("run_started_at", started)  # this run's; `started_at` is the job's
     if resuming:
         log.info(
             "resuming run %s from %s",

@@ -104,7 +104,7 @@ def _write(journal: Journal, settings: Settings, work_dir: Path) -> None:
     """Rewrite report.json (and failed.csv); a run with nothing left open is done."""
     batches = journal.batches()
     settled = bool(journal.get_meta("chunk_done")) and all(b.is_final for b in batches)
-    outcome = "done" if settled else str(journal.get_meta("last_outcome") or "stopped")
+    outcome = "done" if settled else journal.get_meta("last_outcome") or "killed"
     journal.set_meta("last_outcome", outcome)
     write_outputs(
         journal,

@@ -142,8 +142,15 @@ def build_report(
     input_warnings: Sequence[str] = (),
     rows_folded: int = 0,
     repeated_ids: Mapping[str, Any] | None = None,
+    outcome: str | None = None,
+    started_at: float | None = None,
 ) -> dict[str, Any]:
     """The report.json document (SPEC section 4 keys first, then extras).
+
+    ``outcome`` is how the run's stages ended (``done``, ``stopped``,
+    ``timeout``, ``paused``, ``killed`` when it never recorded an end,
+    ``running`` while it runs): it gives ``stopped_by``. ``started_at`` is when the job
+    first started (epoch seconds); without it, ``finished_at - elapsed_s``.
 
     ``input_warnings`` come from reading the input (a header with no
     attribute column, no data rows, short rows, a likely encoding) and lead
@@ -198,7 +205,8 @@ def build_report(
             *input_warnings,
             *_warnings(rows, batches, counters, repeated_ids, chunking_done=chunking_done),
         ],
-        "started_at": _iso(finished - elapsed_s),
+        "stopped_by": _stopped_by(outcome, rows, error=error is not None, interrupted=interrupted),
+        "started_at": _iso(finished - elapsed_s if started_at is None else started_at),
         "finished_at": _iso(finished),
         "client": settings.get("client"),
         "api": settings.get("api"),
@@ -210,6 +218,25 @@ def build_report(
 
 
 _FAILED_STATES = (BatchState.FAILED, BatchState.STUCK)
+
+# How the stages of a run ended -> report["stopped_by"] (None: it ran to its end).
+_STOPPED_BY = {
+    "stopped": "signal",
+    "timeout": "status_timeout",
+    "paused": "pacing",
+    "killed": "killed",
+}
+
+
+def _stopped_by(
+    outcome: str | None, rows: RowCounts, *, error: bool, interrupted: bool
+) -> str | None:
+    """Why a run stopped before its end: the one word the summary's hint explains."""
+    if error:
+        return "error"
+    if not interrupted:  # with --wait, a finished run is final; with --no-wait, some are open
+        return "no_wait" if rows.pending else None
+    return _STOPPED_BY.get(outcome or "")
 
 
 def _batch_error(b: BatchRecord) -> dict[str, Any]:
@@ -611,13 +638,8 @@ def _hint(report: Mapping[str, Any]) -> str:
     stopped = (report.get("pacing") or {}).get("stopped")
     if status == "incomplete" and stopped:
         return f"paused: {stopped}"
-    if status == "incomplete" and not report.get("interrupted") and report.get("chunking_done"):
-        # --no-wait: every batch is accepted; only following them to the end is left.
-        return (
-            "not final yet (--no-wait): run it again with --wait to follow the batches to the end"
-        )
     if status == "incomplete":
-        return "not finished: re-run the same command to continue"
+        return _STOP_HINTS.get(report.get("stopped_by"), _STOP_HINTS[None])
     if status == "partial":
         outputs = report.get("outputs", {})
         hints = []
@@ -627,6 +649,23 @@ def _hint(report: Mapping[str, Any]) -> str:
             hints.append(f"feed {outputs['failed_rows']} back with `uploader run`")
         return "; ".join(hints) or "see rejects.csv and failed.csv in the work dir"
     return ""
+
+
+_STOP_HINTS = {
+    # --no-wait: every batch is accepted; only following them to the end is left.
+    "no_wait": (
+        "not final yet (--no-wait): run it again with --wait to follow the batches to the end"
+    ),
+    "signal": "interrupted (SIGINT or SIGTERM): re-run the same command to continue",
+    "status_timeout": (
+        "--status-timeout reached before every batch was final: re-run the same command to continue"
+    ),
+    "killed": (
+        "the last run ended without writing its end (killed, or the machine stopped): "
+        "re-run the same command to continue"
+    ),
+    None: "not finished: re-run the same command to continue",
+}
 
 
 def _human_duration(seconds: float) -> str:

@@ -333,10 +333,11 @@ def write_outputs(
             "client": settings.target.client,
             "api": settings.target.api,
             "base_url": settings.target.base_url,
-            "outcome": outcome,
         },
         pacing=pacing,
         shard=shard_section(chunk),
+        outcome=outcome,
+        started_at=journal.get_meta("started_at"),
     )
     report_path = settings.run.report or work_dir / "report.json"
     try:
@@ -349,8 +350,14 @@ def write_outputs(
         log.error("%s", _storage_error(exc, report_path))
     code = reporting.exit_code(report)
     # What `uploader status` shows of a run that has ended (cleared when one starts).
+    ended = {
+        "exit_code": code,
+        "error": report["error"],
+        "finished_at": report["finished_at"],
+        "outputs": report["outputs"],
+    }
     try:
-        journal.set_meta("last_exit", {"exit_code": code, "error": report["error"]})
+        journal.set_meta("last_exit", ended)
     except StorageError as exc:
         log.error("%s", exc)
     return RunOutcome(report, code, work_dir)
