@@ -6,6 +6,7 @@ import asyncio
 import csv
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -85,6 +86,12 @@ async def test_demo_verifies_every_profile(tmp_path: Path) -> None:
     assert not (tmp_path / "d" / demo.EXPORT_NAME).exists()
     assert not (work / "batches").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    kept = ["journal.sqlite", "manifest.jsonl", "rejects.csv", "report.json"]
+    assert sorted(p.name for p in work.iterdir() if not p.name.startswith(".")) == kept
+    assert (
+        "           kept d/run/report.json, rejects.csv, manifest.jsonl and journal.sqlite; "
+        "removed the export and batch files (--keep keeps them)"
+    ) in out.splitlines()
 
 
 async def test_demo_with_faults_still_verifies(tmp_path: Path) -> None:
@@ -95,6 +102,11 @@ async def test_demo_with_faults_still_verifies(tmp_path: Path) -> None:
     assert VERIFIED in out.splitlines()
     report = json.loads((tmp_path / "d" / "run" / "report.json").read_text())
     assert report["rows"]["successful"] == 19_994
+    # The emulator counts 429s and 503s apart; the run's `throttled` is their sum.
+    stats = next(line for line in out.splitlines() if line.startswith("stats:"))
+    found = dict(re.findall(r"(throttled \(429\)|errors injected \(503\)) (\d+)", stats))
+    assert report["requests"]["throttled"] == sum(int(v) for v in found.values())
+    assert len(found) == 2
     assert report["batches"]["total"] == 100
     assert (tmp_path / "d" / demo.EXPORT_NAME).exists()  # --keep
     assert len(list((tmp_path / "d" / "run" / "batches").iterdir())) == 100

@@ -131,7 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keep",
         action="store_true",
         help="keep the export and batch files after a successful demo (default: delete them, "
-        "keep report.json, rejects.csv and the journal; all is kept on failure)",
+        "keep report.json, rejects.csv, manifest.jsonl and the journal; all is kept on failure)",
     )
     add(
         "--progress",
@@ -366,22 +366,25 @@ async def run_demo(opts: DemoOptions, out: TextIO) -> int:
         export.unlink(missing_ok=True)
         shutil.rmtree(work_dir / "batches", ignore_errors=True)
         say(
-            f"           kept {work_dir}/report.json, rejects.csv and journal.sqlite; "
+            f"           kept {work_dir}/report.json, rejects.csv, manifest.jsonl and "
+            "journal.sqlite; "
             "removed the export and batch files (--keep keeps them)"
         )
     return 0 if ok else 1
 
 
 def _emulator_stats(stats: Mapping[str, int]) -> str:
-    keys = (
-        "submits",
-        "batches_accepted",
-        "duplicate_batches",
-        "throttled",
-        "errors_injected",
-        "dropped",
-        "stuck",
-        "status_errors",
-        "peak_inflight",
-    )
-    return ", ".join(f"{k.replace('_', ' ')} {stats.get(k, 0):,}" for k in keys)
+    """The emulator's side of the run; the status codes say how it adds up to the run's."""
+    labels = {
+        "submits": "submits",
+        "batches_accepted": "batches accepted",
+        "duplicate_batches": "duplicate batches",
+        # The run's `throttled` counts both: it slows down on a 429 and on a 503.
+        "throttled": "throttled (429)",
+        "errors_injected": "errors injected (503)",
+        "dropped": "dropped",
+        "stuck": "stuck",
+        "status_errors": "status errors",
+        "peak_inflight": "peak inflight",
+    }
+    return ", ".join(f"{label} {stats.get(k, 0):,}" for k, label in labels.items())
