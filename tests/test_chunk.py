@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
 import itertools
 import json
 import re
+import signal
 import stat
+import sys
 import tempfile
 import threading
 import unicodedata
@@ -433,6 +436,34 @@ def test_run_split_prints_summary_and_exit_codes(tmp_path: Path) -> None:
     out = io.StringIO()
     assert run_split(str(bad), tmp_path / "o2", InputSettings(), BatchSettings(), stdout=out) == 1
     assert re.search(r"rows rejected +1\n +invalid_id +1\n", out.getvalue())
+
+
+async def test_an_interrupted_split_says_its_output_is_partial(tmp_path: Path) -> None:
+    """Ctrl-C: exit 3 and a line saying so; no batch file of an earlier split is left among
+    the new ones (an earlier split of 700 one-row batches, then one of 600 batches)."""
+    out = tmp_path / "out"
+    small = write_csv(tmp_path / "small.csv", [[f"C{i}", "x", "1"] for i in range(700)])
+    assert run_split(str(small), out, InputSettings(), BatchSettings(max_rows=1)) == 0
+    generate_export(tmp_path / "big.csv", 60_000, seed=3)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "uploader", "split", "big.csv", "--out", "out",
+        "--max-batch-rows", "100", cwd=tmp_path, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    first = out / "batches" / "batch-000001.txt"
+    for _ in range(6000):  # until the new split wrote its first file (100 rows, not 1)
+        if first.exists() and first.stat().st_size > 1000:
+            break
+        await asyncio.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    files = list((out / "batches").glob("batch-*.txt"))
+    left = len(files)
+    assert (proc.returncode, left < 600) == (3, True)
+    assert min(f.stat().st_size for f in files) > 1000  # none of the one-row batches
+    assert err.decode().splitlines() == [
+        f"uploader: interrupted: out holds only part of the split ({left} batch files so "
+        "far); do not submit them: run the same command again (it starts over)"
+    ]
 
 
 def test_generated_export_rejects_are_where_gen_says(tmp_path: Path) -> None:

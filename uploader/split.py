@@ -22,6 +22,8 @@ from uploader.workdir import check_ours
 
 __all__ = ["render_split_summary", "run_split"]
 
+EXIT_INTERRUPTED = 3  # not finished: run it again (the exit codes of the README)
+
 
 def render_split_summary(input: str, summary: ChunkSummary) -> str:
     """The human summary printed by ``uploader split``."""
@@ -62,15 +64,28 @@ def run_split(
     """Run ``uploader split``; return 0 when nothing was rejected, else 1.
 
     ``--out`` must be new, empty, or an earlier split's output: files of
-    anyone else are never replaced. Standard input is spooled into it first
+    anyone else are never replaced, and an earlier split's batch files are
+    removed first. Standard input is spooled into it first
     (the chunker reads a file) and the spool removed at the end.
     """
     out = Path(out_dir)
     check_ours(out, what="output dir", flag="--out")
-    spool = spool_stdin(out) if input == "-" else None
+    spool = None
     try:
+        # A split starts over: batch files of an earlier split must not mix with these.
+        for old in (out / "batches").glob("batch-*"):
+            old.unlink()
+        spool = spool_stdin(out) if input == "-" else None
         source = str(spool.path) if spool else input
         summary = Chunker(source, out, input_settings, batch_settings).run()
+    except KeyboardInterrupt:
+        written = len(list((out / "batches").glob("batch-*.txt")))
+        print(
+            f"uploader: interrupted: {out} holds only part of the split ({written} batch "
+            "files so far); do not submit them: run the same command again (it starts over)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     finally:
         if spool is not None:
             discard_spool(spool)
