@@ -143,6 +143,31 @@ async def test_sigkill_at_any_phase_loses_nothing(emulator_process: str, tmp_pat
     assert stored == expected
 
 
+async def test_a_second_sigint_while_stopping_still_writes_the_report(
+    emulator_process: str, tmp_path: Path
+) -> None:
+    """Ctrl-C pressed twice: the run still winds down, writes its report and exits 3.
+
+    The second comes while submits on the wire (40-80 ms each) get their grace.
+    """
+    src, config, work = _export(tmp_path), _config(tmp_path), tmp_path / "work"
+    cmd = _command(src, emulator_process, work, config)
+    proc = await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.PIPE)
+    for _ in range(3000):
+        states, _ = _journal_states(work)
+        if any(s == "accepted" for s, _ in states.values()):
+            break
+        await asyncio.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 3, err.decode()
+    stopped = read_report(work)
+    assert (stopped["exit_code"], stopped["stopped_by"]) == (3, "signal")
+    assert "uploader job " in err.decode()  # the summary
+
+
 async def test_sigint_exits_3_and_the_same_command_finishes(
     emulator_process: str, tmp_path: Path
 ) -> None:

@@ -591,21 +591,28 @@ async def _run(
         message, exit_code = _ending(run, status)
         if message is not None and run.crashed is not None and exit_code == EXIT_INTERNAL:
             log.debug("internal error", exc_info=run.crashed)
-    outcome = write_outputs(
-        journal,
-        settings,
-        work_dir,
-        job_id,
-        started,
-        status,
-        message,
-        error_exit=exit_code,
-        pacing=pacing,
-    )
     try:
-        monitor.finish(outcome.exit_code)
-    except OSError as exc:  # the metrics textfile: the run's outcome still stands
-        log.error("%s", storage_error(exc) or exc)
+        outcome = write_outputs(
+            journal,
+            settings,
+            work_dir,
+            job_id,
+            started,
+            status,
+            message,
+            error_exit=exit_code,
+            pacing=pacing,
+        )
+        try:
+            monitor.finish(outcome.exit_code)
+        except OSError as exc:  # the metrics textfile: the run's outcome still stands
+            log.error("%s", storage_error(exc) or exc)
+    finally:
+        if install_signals and run is not None:
+            # Only now: a second Ctrl-C while the run winds down or writes its report
+            # asks again for the same stop instead of breaking it off half-way.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                run.loop.remove_signal_handler(sig)
     return dataclasses.replace(outcome, submit_latencies_s=latencies)
 
 
@@ -668,9 +675,6 @@ async def _drive(
         async with progress(lambda: _snapshot(run)) if progress else contextlib.nullcontext():
             outcome = await run.wait_until_finished(deadline)
     finally:
-        if install_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
         run.chunk_stop.set()
         run.submitter.stop()
         run.poller.close()
