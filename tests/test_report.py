@@ -317,12 +317,15 @@ def test_junit_parses_back_with_the_right_counts(tmp_path: Path) -> None:
     assert mode(path) == 0o600
     suite = ET.parse(path).getroot().find("testsuite")
     assert suite is not None
-    assert {k: suite.get(k) for k in ("name", "tests", "failures", "errors", "skipped")} == {
+    assert {
+        k: suite.get(k) for k in ("name", "tests", "failures", "errors", "skipped", "time")
+    } == {
         "name": "uploader",
         "tests": "6",
         "failures": "3",
         "errors": "0",
         "skipped": "1",
+        "time": "4.000",  # the run's elapsed_s, not the sum of the batches' (6.000)
     }
     cases = suite.findall("testcase")
     assert [(c.get("name"), c.get("classname"), c.get("time")) for c in cases] == [
