@@ -82,6 +82,21 @@ async def test_bars_show_counts_and_route_log_records_through_the_console(
     assert "batch 000002 is stuck" in text
 
 
+async def test_bars_on_an_80_column_terminal_keep_names_and_counts_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    out = io.StringIO()
+    display = progress.progress_display("bar", out)
+    assert display is not None
+    async with display(lambda: SNAPSHOT):
+        await asyncio.sleep(0.01)
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    assert max(len(line) for line in lines) <= 80
+    assert any(line.startswith("accepted  ") and "1,500/7,500 rows " in line for line in lines)
+    assert any(line.startswith("final     ") and "3/7 known batches " in line for line in lines)
+
+
 def test_eta_from_the_measured_rate_and_the_input_share() -> None:
     # 3,000 rows read in 40% of the bytes: 7,500 expected; 6,000 to go at 100 rows/s
     assert progress.rows_total(SNAPSHOT) == 7500

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.filesize import decimal
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Column
 
 from uploader.logs import json_line
 
@@ -179,11 +180,16 @@ async def _log_lines(
 
 @contextlib.asynccontextmanager
 async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
+    # On a narrow terminal (80 columns) only the free text gives way, cut with an
+    # ellipsis: names and counts stay whole.
     bars = Progress(
-        TextColumn("{task.description:<9}"),
-        BarColumn(bar_width=20),
-        TextColumn("{task.fields[count]}"),
-        TextColumn("{task.fields[extra]}"),
+        TextColumn("{task.description:<9}", table_column=Column(no_wrap=True, min_width=9)),
+        BarColumn(bar_width=16),
+        TextColumn("{task.fields[count]}", table_column=Column(no_wrap=True, min_width=19)),
+        TextColumn(
+            "{task.fields[extra]}",
+            table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1, min_width=10),
+        ),
         TimeElapsedColumn(),
         console=Console(file=stream),
         transient=False,
