@@ -95,22 +95,30 @@ def parse_latency(text: str) -> tuple[float, float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``uploader emulator`` (values are checked by EmulatorConfig)."""
     add = parser.add_argument
-    add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    add(
+        "--host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address to listen on (default: 127.0.0.1)",
+    )
     add(
         "--port",
         type=int,
         default=0,
+        metavar="N",
         help="port to listen on (default: 0 = any free port, printed on start)",
     )
     add(
         "--status-host",
         default="127.0.0.2",
+        metavar="HOST",
         help="host of returned status URLs (default: 127.0.0.2)",
     )
     add(
         "--apply-rate",
         type=float,
         default=50_000.0,
+        metavar="R",
         help="rows applied per second (default: 50000)",
     )
     add(
@@ -191,7 +199,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: arrival)",
     )
     add("--token", default=None, help="require Authorization: Bearer TOKEN (default: none)")
-    add("--seed", type=int, default=0, help="seed of the fault generator (default: 0)")
+    add("--seed", type=int, default=0, metavar="N", help="seed of the fault generator (default: 0)")
 
 
 def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
