@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import re
 import shlex
 import shutil
@@ -14,6 +15,7 @@ from tests.conftest import EmulatorFactory
 from tests.helpers import CLIENT, stored_profiles
 from tests.test_cli_errors import uploader
 from uploader.cli import build_parser
+from uploader.gen import generate_export
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -188,3 +190,22 @@ def test_every_verify_option_is_documented() -> None:
         for flag in action.option_strings:
             if flag not in ("-h", "--help", "--progress", *GLOBAL_FLAGS):
                 assert flag in section("Checking a load"), flag
+
+
+async def test_report_example_has_the_keys_of_a_real_report(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    """The report.json block parses back and names every key a run writes, in order."""
+    block = section("What a run writes, and how every row is accounted for")
+    example = json.loads(re.search(r"\*\*report.json\*\*.*?```json\n(.*?)```", block, re.S)[1])
+    emu = await emulator_factory()
+    generate_export(tmp_path / "export.csv", 20, seed=1)
+    r = await uploader(
+        "run", "export.csv", "--client", CLIENT, "--base-url", emu.base_url, "--work-dir", "w",
+        "--progress", "none", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.code == 0, r.stderr
+    real = json.loads((tmp_path / "w" / "report.json").read_text())
+    assert list(example) == list(real)
+    for key in ("rows", "batches", "requests", "outputs", "settings"):
+        assert list(example[key]) == list(real[key]), key
