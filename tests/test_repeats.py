@@ -366,6 +366,10 @@ def test_summary_line() -> None:
         "repeats   4,000 ids on more than one row: 7,000 rows folded into one row per id "
         "(at most 4 rows for one id)"
     ) in render_summary(report).splitlines()
+    one = {"handling": "fold", "ids": 1, "rows": 2, "rows_folded": 1, "max_rows_per_id": 2}
+    assert repeats_line(one) == (
+        "1 id on more than one row: 1 row folded into one row per id (at most 2 rows for one id)"
+    )
 
 
 def test_emulator_apply_order_setting() -> None:

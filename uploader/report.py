@@ -593,14 +593,19 @@ def repeats_line(found: Mapping[str, Any]) -> str:
         return ""
     if found.get("handling") == "off":
         return (
-            f"{ids:,} ids on more than one row ({int(found.get('rows') or 0):,} rows) "
+            f"{_count(ids, 'id')} on more than one row ({_count(found.get('rows'), 'row')}) "
             "sent unfolded: repeated-id handling is off (--unique-ids)"
         )
     return (
-        f"{ids:,} ids on more than one row: {int(found.get('rows_folded') or 0):,} rows "
-        f"folded into one row per id (at most {int(found.get('max_rows_per_id') or 0):,} "
-        "rows for one id)"
+        f"{_count(ids, 'id')} on more than one row: {_count(found.get('rows_folded'), 'row')} "
+        f"folded into one row per id (at most {_count(found.get('max_rows_per_id'), 'row')} "
+        "for one id)"
     )
+
+
+def _count(n: Any, noun: str) -> str:
+    n = int(n or 0)
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def _line(label: str, values: Mapping[str, Any], keys: Sequence[str]) -> str:
