@@ -200,6 +200,7 @@ async def test_check_from_the_command_line(tmp_path: Path) -> None:
     assert "repeated  no id is on more than one row" in lines
     assert "rejects   invalid_id 1: line 2 (id ' C1')" in lines
     assert "          line 3: thirdPartyId='C2'  tier='silver'" in lines
+    assert "short     1 with fewer fields than the header, at line 3" in lines
 
 
 async def test_check_of_a_wrong_delimiter_is_one_error_line(tmp_path: Path) -> None:

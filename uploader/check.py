@@ -159,7 +159,8 @@ def render_check(findings: dict[str, Any], *, show: int = 5) -> str:
     short = f["short_rows"]
     if short["count"]:
         out.append(
-            f"short     {short['count']:,} with fewer fields than the header, at lines "
+            f"short     {short['count']:,} with fewer fields than the header, at "
+            + ("line " if short["count"] == 1 else "lines ")
             + _more(short["first_lines"], short["count"])
         )
     repeated = f["repeated_ids"] or {}
