@@ -156,6 +156,24 @@ def test_plan_only_the_id_column() -> None:
     assert list(project(["x", "C9"])) == ["C9"]
 
 
+def test_a_missing_column_names_the_nearest_one() -> None:
+    header = ["customerId", "loyaltyTier", "ltv"]
+    with pytest.raises(InputError) as err:
+        plan_columns(header, InputSettings(id_column="customerid"), "x.csv:1")
+    assert str(err.value) == (
+        "x.csv:1: id column 'customerid' not found in the header; did you mean 'customerId'? "
+        "(column names are case-sensitive)"
+    )
+    with pytest.raises(InputError) as err:
+        plan_columns(header, InputSettings(columns=("loyaltyTeir",)), "x.csv:1")
+    assert str(err.value) == (
+        "x.csv:1: column 'loyaltyTeir' not found in the header; did you mean 'loyaltyTier'?"
+    )
+    with pytest.raises(InputError) as err:
+        plan_columns(header, InputSettings(id_column="email"), "x.csv:1")
+    assert str(err.value) == "x.csv:1: id column 'email' not found in the header"
+
+
 @pytest.mark.parametrize(
     ("header", "kwargs", "message"),
     [

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import operator
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import quote
 
+from uploader.config_types import closest
 from uploader.errors import InputError
 from uploader.settings import MAX_PROFILE_BYTES, InputSettings
 from uploader.states import RejectReason
@@ -184,6 +185,16 @@ class ColumnPlan:
         return pick
 
 
+def _nearest(name: str, header: Iterable[str]) -> str:
+    """'; did you mean ...?' for a column name that is in the header with other case or a typo."""
+    names = list(header)
+    same = [h for h in names if h.casefold() == name.casefold()]
+    if same:
+        return f"; did you mean {same[0]!r}? (column names are case-sensitive)"
+    near = closest(name, names)
+    return f"; did you mean {near!r}?" if near else ""
+
+
 def plan_columns(header: Sequence[str], settings: InputSettings, where: str) -> ColumnPlan:
     """Map the input header to batch columns; InputError ("WHERE: problem") if impossible."""
     positions: dict[str, list[int]] = {}
@@ -193,7 +204,9 @@ def plan_columns(header: Sequence[str], settings: InputSettings, where: str) -> 
     def index(name: str, what: str) -> int:
         found = positions.get(name)
         if not found:
-            raise InputError(f"{where}: {what} {name!r} not found in the header")
+            raise InputError(
+                f"{where}: {what} {name!r} not found in the header{_nearest(name, positions)}"
+            )
         if len(found) > 1:
             raise InputError(f"{where}: {what} {name!r} appears {len(found)} times in the header")
         return found[0]
