@@ -212,6 +212,10 @@ async def test_ids_file_and_token(emulator_factory: EmulatorFactory, tmp_path: P
     )
     assert result.exit_code == 0
     assert (result.section["checked"], result.section["not_in_load"]) == (2, 1)
+    assert (
+        f"        not checked, not among the ids that ended successful: 1 of the ids in {ids}"
+        in text.splitlines()
+    )
     assert "s3cret" not in text and "s3cret" not in (work / "report.json").read_text()
 
 

@@ -186,6 +186,11 @@ def render_summary(section: Mapping[str, Any]) -> str:
         f"fetch errors {section['fetch_errors']:,}"
         + (f"  not found (v1) {section['not_found']:,}" if section["not_found"] else ""),
     ]
+    if section.get("not_in_load"):
+        lines.append(
+            f"{'':<8}not checked, not among the ids that ended successful: "
+            f"{section['not_in_load']:,} of the ids in {sel.get('ids_file')}"
+        )
     if section["wrong_by_attribute"]:
         cells = ", ".join(f"{k} {v:,}" for k, v in section["wrong_by_attribute"].items())
         lines.append(f"{'':<8}differing values by attribute: {cells}")
