@@ -12,6 +12,8 @@ misbehaves in one way per ``mode``:
 | ``echo413`` | every submit: HTTP 413 whose XML message quotes the token twice |
 | ``echo_status`` | first status answer: HTTP 500 echoing the token |
 | ``userinfo`` | status URLs with ``user:password@`` in them |
+| ``bad_status_url`` | accepts every batch, naming a status URL that does not parse |
+| ``no_status_url`` | accepts every batch, naming a batch id but no status URL |
 | ``same_id`` | the same batch id for every batch |
 | ``wrong_id`` | first status answer names another batch |
 | ``overcount`` | ``successfulUpdates`` 5 above ``batchSize`` |
@@ -37,6 +39,8 @@ MODES = (
     "echo413",
     "echo_status",
     "userinfo",
+    "bad_status_url",
+    "no_status_url",
     "same_id",
     "wrong_id",
     "overcount",
@@ -105,9 +109,12 @@ class HostileServer:
             f"http://{host}:{self._server.port}/m2/{request.match_info['client']}"
             f"/profile/batchStatus?batchId={batch_id}&amp;n={n}"
         )
+        if self.mode == "bad_status_url":  # an IPv6 bracket never closed
+            url = f"http://[::1:{self._server.port}/m2/acme/profile/batchStatus?batchId={batch_id}"
+        status = "" if self.mode == "no_status_url" else f"<batchStatus>{url}</batchStatus>"
         return _xml(
-            "<response><success>true</success>"
-            f"<batchStatus>{url}</batchStatus><message>ok</message></response>"
+            f"<response><success>true</success><batchId>{batch_id}</batchId>{status}"
+            "<message>ok</message></response>"
         )
 
     # -- status ------------------------------------------------------------------------

@@ -19,6 +19,8 @@ import pytest
 
 from tests.hostile import PASSWORD, HostileServer
 from tests.test_cli_errors import Result, assert_one_error_line, uploader
+from uploader.journal import Journal
+from uploader.states import BatchState
 
 TOKEN = "".join(f"{i:03d}-secret-" for i in range(30))[:300]
 ROWS, PER_BATCH = 30, 10
@@ -185,6 +187,59 @@ async def test_status_url_with_credentials_is_never_called(
     assert "carries credentials" in r.stderr
     assert_no_secret(r, tmp_path)
     assert_no_secret(r, tmp_path, PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("mode", "why"),
+    [
+        ("bad_status_url", "status URL 'http://[::1:"),
+        ("no_status_url", "the submit answer named no status URL (no <batchStatus>)"),
+    ],
+)
+async def test_accepted_batch_with_an_unusable_status_url_stays_accepted(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path, mode: str, why: str
+) -> None:
+    """success=true is accepted, whatever the status URL: never failed, never resent."""
+    server = await hostile(mode)
+    r = await run_against(server, tmp_path)
+    assert "Traceback" not in r.stderr
+    assert r.code == 2, r.stderr
+    report = json.loads((tmp_path / "w" / "report.json").read_text())
+    accepted = _accepted(tmp_path)
+    assert len(accepted) == server.seen.submits and 1 <= len(accepted) <= BATCHES
+    assert report["error"].startswith(f"cannot call a status URL while following batches: {why}")
+    assert report["error"].endswith(
+        "; accepted batches stay accepted and the same command follows them again once this "
+        "is fixed"
+    )
+    rows = report["rows"]
+    assert (rows["successful"], rows["failed"], rows["not_found"]) == (0, 0, 0)
+    assert rows["pending"] == rows["submitted"] >= PER_BATCH * len(accepted)
+    assert report["batches"]["failed"] == 0 and report["errors"] == []
+    assert report["batches"]["incomplete"] == report["batches"]["total"]
+    assert report["outputs"]["failed_rows"] is None
+    assert not (tmp_path / "w" / "failed.csv").exists()
+    assert server.seen.status_calls == 0
+
+    # `status` tells the same story: the same rows, the same error, the same exit code.
+    s = await uploader("status", "w", "--json", cwd=tmp_path)
+    shown = json.loads(s.stdout)
+    assert s.code == 2 and shown["exit_code"] == 2
+    assert (shown["rows"], shown["error"]) == (rows, report["error"])
+
+    # A rerun never sends an accepted batch again: it stops on the same URL.
+    r = await run_against(server, tmp_path)
+    assert r.code == 2 and "Traceback" not in r.stderr
+    assert _accepted(tmp_path) >= accepted
+    assert server.seen.submits == len(_accepted(tmp_path))
+    assert_no_secret(r, tmp_path)
+
+
+def _accepted(tmp_path: Path) -> set[int]:
+    with Journal(tmp_path / "w" / "journal.sqlite") as journal:
+        batches = journal.batches()
+    assert {b.state for b in batches} <= {BatchState.ACCEPTED, BatchState.WRITTEN}
+    return {b.seq for b in batches if b.state is BatchState.ACCEPTED}
 
 
 async def test_same_batch_id_for_two_batches_is_a_warning(

@@ -65,27 +65,29 @@ def test_submit_success_false_is_rejected_with_server_message() -> None:
         (b"not xml at all", "not well-formed"),
         (b"<response><batchStatus>http://h/x?batchId=1</batchStatus></response>", "<success>"),
         (b"<response><success>maybe</success></response>", "<success>maybe"),
-        (b"<response><success>true</success></response>", "no <batchStatus>"),
-        (
-            b"<response><success>true</success><batchStatus>ftp://h/x?batchId=1</batchStatus>"
-            b"</response>",
-            "absolute http",
-        ),
-        (
-            b"<response><success>true</success><batchStatus>/relative?batchId=1</batchStatus>"
-            b"</response>",
-            "absolute http",
-        ),
-        (
-            b"<response><success>true</success><batchStatus>http://h/x?id=1</batchStatus>"
-            b"</response>",
-            "no batch id",
-        ),
     ],
 )
 def test_submit_protocol_errors(body: bytes, problem: str) -> None:
     with pytest.raises(ProtocolError, match=problem):
         parse_submit(body)
+
+
+@pytest.mark.parametrize(
+    ("status", "url", "batch_id"),
+    [
+        ("", "", ""),
+        ("<batchStatus>ftp://h/x?batchId=1</batchStatus>", "ftp://h/x?batchId=1", "1"),
+        ("<batchStatus>/relative?batchId=2</batchStatus>", "/relative?batchId=2", "2"),
+        ("<batchStatus>http://[::1/x?batchId=3</batchStatus>", "http://[::1/x?batchId=3", ""),
+        ("<batchStatus>http://h/x?id=1</batchStatus>", "http://h/x?id=1", ""),
+    ],
+)
+def test_success_true_is_accepted_whatever_the_status_url(
+    status: str, url: str, batch_id: str
+) -> None:
+    """The server has the rows; whether we can follow them is decided when we try."""
+    result = parse_submit(f"<response><success>true</success>{status}</response>".encode())
+    assert (result.status_url, result.batch_id) == (url, batch_id)
 
 
 def test_entity_expansion_is_refused() -> None:

@@ -193,13 +193,20 @@ async def test_a_submit_reply_naming_a_broken_url_ends_the_run_promptly(
     server.status_url = "http://[::1/m2/acme/profile/batchStatus?batchId={id}"
     code = await _run(server, tmp_path)
     report = read_report(tmp_path / "work")
-    # a protocol error for each submit, counted as sent (the bodies reached the server)
-    assert (code, report["exit_code"], report["error"]) == (1, 1, None)
-    assert report["requests"]["submits"] == 10
-    assert report["rows"]["failed"] == ROWS
-    assert [e["error"].split(";")[0] for e in report["errors"]] == [
-        "ProtocolError: submit response <batchStatus> is not an absolute http(s) URL"
-    ] * 10
+    # success=true: accepted, and following it is refused (exit 2); every submit that
+    # reached the server is counted, no row is failed
+    assert (code, report["exit_code"]) == (2, 2)
+    assert report["error"].startswith(
+        "cannot call a status URL while following batches: status URL "
+        "'http://[::1/m2/acme/profile/batchStatus?batchId=acme-"
+    )
+    assert report["requests"]["submits"] == server.submits
+    accepted = {
+        seq for seq, (state, _) in _states(tmp_path).items() if state is BatchState.ACCEPTED
+    }
+    assert len(accepted) == server.submits
+    assert report["rows"]["failed"] == 0 and report["errors"] == []
+    assert report["rows"]["pending"] == report["rows"]["submitted"] > 0
 
 
 async def test_lost_connection_after_bodies_went_out_is_exit_3_not_2(

@@ -461,8 +461,12 @@ class Journal:
                 (int(outcome_unknown), error, seq),
             )
 
-    def record_accepted(self, seq: int, batch_id: str, status_url: str) -> None:
-        """The server returned a batch id: from now on the batch is polled, not sent."""
+    def record_accepted(self, seq: int, batch_id: str | None, status_url: str) -> None:
+        """The server accepted the batch: from now on it is polled, never sent again.
+
+        ``batch_id`` is None when the answer named none; ``status_url`` is kept
+        as the server gave it (redacted), usable or not (see ``trust.py``).
+        """
         self._move(
             seq,
             BatchState.ACCEPTED,

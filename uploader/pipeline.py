@@ -336,11 +336,13 @@ class _Run:
                 self.submitter.stats.batches_failed += 1
             if state in (BatchState.COMPLETE, BatchState.FAILED):
                 continue
-            if state == BatchState.ACCEPTED and record.status_url:
+            if state == BatchState.ACCEPTED:
+                # Never sent again, even when its status URL cannot be called: following
+                # it then stops the run (``stop_following``) and it stays accepted.
                 self.open.add(record.seq)
                 self.pacer.track(record.seq, record.rows)
                 if self.settings.status.wait:
-                    self.poller.follow(record.seq, record.status_url, delay=0.0)
+                    self.poller.follow(record.seq, record.status_url or "", delay=0.0)
             elif state == BatchState.STUCK:
                 self.open.add(record.seq)
                 self.stuck(record.seq)

@@ -143,7 +143,10 @@ def submit_result(doc: Document, *, redact: Redact | None = None) -> SubmitResul
     """The accepted batch a submit answer names.
 
     ``success=false`` raises ``BatchRejectedError`` with the server's message;
-    a missing or unusable ``<batchStatus>`` raises ``ProtocolError``.
+    an answer that is neither (no ``<success>``, or another word) raises
+    ``ProtocolError``. ``success=true`` is an accepted batch even when its
+    ``<batchStatus>`` is missing or unusable (``status_url`` is then what the
+    server sent, possibly empty) or it names no batch id (``batch_id`` empty).
     """
     fields = doc.fields
     success = fields.get("success")
@@ -155,21 +158,12 @@ def submit_result(doc: Document, *, redact: Redact | None = None) -> SubmitResul
     if success.lower() != "true":
         shown = excerpt(success, 40, redact=redact)
         raise _protocol(f"submit response has <success>{shown}</success>", doc, redact)
-    status_url = fields.get("batchStatus")
-    if not status_url:
-        raise _protocol("submit response has no <batchStatus> URL", doc, redact)
-    try:
-        parts = urlsplit(status_url)
-        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # e.g. an unclosed IPv6 bracket: "http://[::1/..."
-        usable = False
-    if not usable:
-        raise _protocol("submit response <batchStatus> is not an absolute http(s) URL", doc, redact)
-    batch_id = fields.get("batchId") or _query_batch_id(parts.query)
-    if not batch_id:
-        raise _protocol(
-            "submit response names no batch id (no batchId in <batchStatus>)", doc, redact
-        )
+    # success=true: the server has the rows. A status URL we cannot use (missing,
+    # unparsable, not http(s)) does not undo that: the batch is accepted, and
+    # following it meets the refusal of ``trust.status_request_url``, which stops
+    # the run with the batch still accepted, as any status URL we refuse to call.
+    status_url = fields.get("batchStatus") or ""
+    batch_id = fields.get("batchId") or _query_batch_id(status_url) or ""
     message = fields.get("message") or ""
     return SubmitResult(batch_id=batch_id, status_url=status_url, message=message)
 
@@ -292,7 +286,11 @@ def _count(doc: Document, tag: str, redact: Redact | None) -> int | None:
     return int(text)
 
 
-def _query_batch_id(query: str) -> str | None:
+def _query_batch_id(url: str) -> str | None:
+    try:
+        query = urlsplit(url).query
+    except ValueError:  # e.g. an unclosed IPv6 bracket: "http://[::1/..."
+        return None
     values = parse_qs(query).get("batchId")
     return values[0] if values else None
 

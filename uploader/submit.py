@@ -225,8 +225,9 @@ class Submitter:
             )
             self._on_failed(job.seq)
             return
-        journal.record_accepted(job.seq, result.batch_id, result.status_url)
-        log.info("batch %06d accepted as %s (%d rows)", job.seq, result.batch_id, job.rows)
+        journal.record_accepted(job.seq, result.batch_id or None, result.status_url)
+        named = result.batch_id or "a batch with no id"
+        log.info("batch %06d accepted as %s (%d rows)", job.seq, named, job.rows)
         self.stats.mark_accepted(job.seq, job.rows, job.bytes)
         self.stats.batches_accepted += 1
         self._on_accepted(job.seq, result.status_url)

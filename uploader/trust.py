@@ -69,12 +69,16 @@ def token_allowed(settings: TargetSettings, url: URL | str) -> bool:
 def status_request_url(settings: TargetSettings, url: str, *, details: bool = True) -> URL:
     """Validate a server-provided status URL and add ``showDetails=true``.
 
-    Refused (``UnusableURLError``, a ``ProtocolError``): anything but an
-    absolute http(s) URL; a URL
+    Refused (``UnusableURLError``, a ``ProtocolError``): none at all (the
+    submit answer named none); anything but an absolute http(s) URL; a URL
     with credentials in it; plain http when the base URL is https, or to a
     non-loopback host, unless ``target.allow_http``; a URL holding the token.
     Other query parameters (``batchId``...) are kept.
     """
+    if not url:
+        raise UnusableURLError(
+            "the submit answer named no status URL (no <batchStatus>); cannot follow the batch"
+        )
     redact = Redactor(settings.token)
     shown = _shown(url, redact)
     if CREDENTIALS_MARK in url or MARK in url:  # see storable_status_url
