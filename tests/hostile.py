@@ -19,6 +19,9 @@ misbehaves in one way per ``mode``:
 | ``overcount`` | ``successfulUpdates`` 5 above ``batchSize`` |
 | ``retry_after`` | status calls: 429 ``Retry-After: 999999999`` for the first ``hold_s`` |
 | ``error500`` | every submit: HTTP 500 |
+| ``echo_profile`` | behaves, but a fetched profile's values and dates echo our token |
+
+A fetched profile (``uploader verify``) holds ``tier = gold`` for any id.
 
 Everything it saw is in ``seen`` for the test to check.
 """
@@ -46,6 +49,7 @@ MODES = (
     "overcount",
     "retry_after",
     "error500",
+    "echo_profile",
 )
 PASSWORD = "hunter2-not-a-token"
 FLOOD_BYTES = 64 * 1024 * 1024 - 64
@@ -73,6 +77,7 @@ class HostileServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/m2/{client}/v2/profile/batchUpdate", self._submit)
         app.router.add_get("/m2/{client}/profile/batchStatus", self._status)
+        app.router.add_get("/rest/v1/profiles/thirdPartyId/{id}", self._profile)
         self._server = TestServer(app, host="127.0.0.1", port=0)
 
     async def start(self) -> None:
@@ -147,6 +152,22 @@ class HostileServer:
             f"<batchSize>{rows}</batchSize><consumedCount>{rows}</consumedCount>"
             f"<successfulUpdates>{successful}</successfulUpdates>"
             "<profilesNotFound>0</profilesNotFound><failedUpdates>0</failedUpdates></response>"
+        )
+
+    # -- profile fetch -----------------------------------------------------------------
+
+    async def _profile(self, request: web.Request) -> web.StreamResponse:
+        value, when = "gold", "2026-01-01T00:00:00Z"
+        if self.mode == "echo_profile":
+            auth = request.headers.get("Authorization") or ""
+            value, when = f"gold, said {auth}", auth.removeprefix("Bearer ")
+        attrs = {"tier": {"value": value, "modifiedAt": when}}
+        return web.json_response(
+            {
+                "thirdPartyId": request.match_info["id"],
+                "modifiedAt": when,
+                "profileAttributes": attrs,
+            }
         )
 
 

@@ -235,6 +235,37 @@ async def test_accepted_batch_with_an_unusable_status_url_stays_accepted(
     assert_no_secret(r, tmp_path)
 
 
+async def test_verify_redacts_a_token_echoed_in_profile_values(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    server = await hostile("echo_profile")
+    r = await run_against(server, tmp_path)
+    clean_exit(r, 0, tmp_path)
+    v = await uploader(
+        "verify",
+        "w",
+        "--all",
+        "--settle",
+        "0",
+        "--progress",
+        "log",
+        cwd=tmp_path,
+        env={"TARGET_PROFILE_TOKEN": TOKEN},
+    )
+    assert "Traceback" not in v.stderr
+    assert v.code == 1, v.stderr  # every profile holds another value than the export's
+    report = json.loads((tmp_path / "w" / "report.json").read_text())
+    assert (report["verify"]["checked"], report["verify"]["wrong"]) == (ROWS, ROWS)
+    with (tmp_path / "w" / "verify.csv").open(newline="") as fh:
+        lines = list(csv.reader(fh))
+    assert lines[0] == ["id", "attribute", "expected", "found", "modifiedAt", "outcome"]
+    assert lines[1:] == [
+        [f"C{i:03d}", "tier", "gold", "gold, said Bearer [token]", "[token]", "wrong"]
+        for i in range(ROWS)
+    ]
+    assert_no_secret(v, tmp_path)
+
+
 def _accepted(tmp_path: Path) -> set[int]:
     with Journal(tmp_path / "w" / "journal.sqlite") as journal:
         batches = journal.batches()

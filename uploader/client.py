@@ -324,6 +324,11 @@ class TargetClient:
         self._redactor = Redactor(settings.token)
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def redact(self) -> Redactor:
+        """What removes the token (and any credential) from text a server sent."""
+        return self._redactor
+
     async def __aenter__(self) -> TargetClient:
         self._open()
         return self

@@ -9,7 +9,9 @@ verify of millions of ids from hammering a production profile API.
 Every result is committed to the journal as it arrives (``VerifyStore``), so
 a stopped verify continues where it was. A problem every fetch would meet (a
 refused token, a server that cannot be reached) stops the whole verify
-instead of marking every id as an error.
+instead of marking every id as an error. What a profile holds is compared as
+the server sent it, but kept (journal, verify.csv, report) redacted: a server
+may echo the token in a value, and no piece of it is ever written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from uploader.client import TargetClient
 from uploader.errors import (
@@ -162,7 +164,16 @@ class Checker:
         self._record(item, outcome, mismatches)
 
     def _record(self, item: Expected, outcome: CheckOutcome, mismatches: list[Mismatch]) -> None:
-        self._store.record(item.id, outcome, mismatches)
+        redact = self._client.redact
+        kept = [
+            replace(
+                m,
+                found=None if m.found is None else redact(m.found),
+                modified_at=None if m.modified_at is None else redact(m.modified_at),
+            )
+            for m in mismatches
+        ]
+        self._store.record(item.id, outcome, kept)
         self.stats.done += 1
         self.stats.outcomes[outcome.value] += 1
 
