@@ -20,6 +20,7 @@ misbehaves in one way per ``mode``:
 | ``retry_after`` | status calls: 429 ``Retry-After: 999999999`` for the first ``hold_s`` |
 | ``error500`` | every submit: HTTP 500 |
 | ``echo_profile`` | behaves, but a fetched profile's values and dates echo our token |
+| ``garbled`` | every submit: broken HTTP whose bad header line echoes our ``Authorization`` |
 
 A fetched profile (``uploader verify``) holds ``tier = gold`` for any id.
 
@@ -50,6 +51,7 @@ MODES = (
     "retry_after",
     "error500",
     "echo_profile",
+    "garbled",
 )
 PASSWORD = "hunter2-not-a-token"
 FLOOD_BYTES = 64 * 1024 * 1024 - 64
@@ -101,6 +103,13 @@ class HostileServer:
             return web.Response(status=401, text=f"denied; you sent Authorization: {auth}")
         if self.mode == "error500":
             return web.Response(status=500, text="internal server error")
+        if self.mode == "garbled":  # the client's parser quotes the bad line in its error
+            assert request.transport is not None
+            request.transport.write(
+                b"HTTP/1.1 200 OK\r\nX-Echo\x01: %s\r\n\r\n" % (auth or "").encode()
+            )
+            request.transport.close()
+            return web.Response()
         if self.mode == "echo413":
             token = (auth or "").removeprefix("Bearer ")
             message = f"batch too large for {token[:150]} (header was {auth})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ async def hostile() -> AsyncIterator[Callable[..., Awaitable[HostileServer]]]:
         await server.close()
 
 
-async def run_against(server: HostileServer, tmp_path: Path, *extra: str) -> Result:
+async def run_against(
+    server: HostileServer, tmp_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> Result:
     with (tmp_path / "export.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["thirdPartyId", "tier"])
@@ -79,7 +82,7 @@ async def run_against(server: HostileServer, tmp_path: Path, *extra: str) -> Res
         "log",
         *extra,
         cwd=tmp_path,
-        env={"TARGET_PROFILE_TOKEN": TOKEN},
+        env={"TARGET_PROFILE_TOKEN": TOKEN, **(env or {})},
     )
 
 
@@ -264,6 +267,47 @@ async def test_verify_redacts_a_token_echoed_in_profile_values(
         for i in range(ROWS)
     ]
     assert_no_secret(v, tmp_path)
+
+
+# Loaded by the uploader subprocess at startup: a journal write that fails while the
+# submit worker handles an error, so the run ends with an internal error whose
+# traceback chains the client's error and, under it, aiohttp's own.
+CRASH_WHILE_HANDLING = """
+from uploader.journal import Journal
+
+_real = Journal.record_attempt
+
+
+def record_attempt(self, seq, error, **kwargs):
+    if error is not None:
+        raise RuntimeError("injected: the journal write failed")
+    return _real(self, seq, error, **kwargs)
+
+
+Journal.record_attempt = record_attempt
+"""
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_debug_tracebacks_leave_no_piece_of_the_token(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path, log_format: str
+) -> None:
+    """aiohttp's error quotes the bad header line, which echoes our Authorization header."""
+    server = await hostile("garbled")
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(CRASH_WHILE_HANDLING)
+    path = os.pathsep.join(p for p in (str(inject), os.environ.get("PYTHONPATH")) if p)
+    r = await run_against(
+        server, tmp_path, "--debug", "--log-format", log_format, env={"PYTHONPATH": path}
+    )
+    assert r.code == 4, r.stderr
+    assert server.seen.auth == {f"Bearer {TOKEN}"}
+    # The whole chain is printed: our error, the cause aiohttp raised, the failure on top.
+    for part in ("Traceback", "ClientResponseError", "OutcomeUnknownError", "injected"):
+        assert part in r.stderr, part
+    assert "Bearer [token]" in r.stderr
+    assert_no_secret(r, tmp_path)
 
 
 def _accepted(tmp_path: Path) -> set[int]:

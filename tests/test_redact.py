@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from uploader import logs
 from uploader.errors import ConfigError, ProtocolError
 from uploader.redact import MARK, Redactor, excerpt
 from uploader.responses import parse_status, status_reader
@@ -206,3 +207,23 @@ def test_fed_in_pieces_equals_fed_whole(cuts: list[int]) -> None:
     from uploader.responses import batch_status
 
     assert batch_status(r.close()) == parse_status(BODY)
+
+
+def test_every_traceback_we_print_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """Chained exceptions (aiohttp's may quote a header) lose the token like any line."""
+    token = "tok-" + "x1y2z3w4" * 10
+    load_settings(None, {"target.client": "acme"}, environ={"TARGET_PROFILE_TOKEN": token})
+    try:
+        try:
+            raise ValueError(f"bad header: Authorization: Bearer {token}; url=/q?t={token[5:40]}")
+        except ValueError as exc:
+            raise ProtocolError("invalid HTTP response") from exc
+    except ProtocolError as exc:
+        logs.print_exception(exc)
+        text = logs.format_exception(exc)
+    err = capsys.readouterr().err
+    assert err == text
+    assert "ValueError: bad header: Authorization: Bearer [token]; url=/q?t=[token]" in err
+    assert "direct cause" in err and "ProtocolError: invalid HTTP response" in err
+    windows = {token[i : i + 8] for i in range(len(token) - 7)}
+    assert not [w for w in windows if w in err]

@@ -14,14 +14,13 @@ import contextlib
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from uploader import __version__
 from uploader.errors import ConfigError, UploaderError
-from uploader.logs import configure_logging, json_line
+from uploader.logs import configure_logging, json_line, print_exception
 from uploader.settings import Settings, load_settings
 
 __all__ = ["PACING_FLAGS", "add_config_argument", "add_pacing_arguments", "build_parser", "main"]
@@ -600,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _COMMANDS[ns.command](ns)
     except UploaderError as exc:
         if ns.debug:
-            traceback.print_exc()
+            print_exception(exc)  # redacted, like everything we print
         _print_error(ns, "error", f"uploader: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
@@ -611,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except Exception as exc:  # a bug: still one line unless --debug
         if ns.debug:
-            traceback.print_exc()
+            print_exception(exc)
         _print_error(
             ns,
             "internal_error",

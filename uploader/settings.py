@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from uploader.config_types import closest, convert, toml_type
 from uploader.errors import ConfigError
+from uploader.logs import protect
 from uploader.pacing import parse_window, resolve_timezone
 
 __all__ = [
@@ -364,6 +365,7 @@ def load_settings(
         )
     token_env = values["target"].get("token_env", "TARGET_PROFILE_TOKEN")
     values["target"]["token"] = environ.get(token_env) or None
+    protect(values["target"]["token"])  # no piece of it in any line or traceback we print
     parts = {name: _build(cls, values[name], sources) for name, cls in _SECTIONS.items()}
     parts["run"] = replace(parts["run"], fresh=fresh)
     if "max_bytes" in values["batch"] and parts["batch"].max_bytes < MIN_BATCH_BYTES:
