@@ -8,7 +8,9 @@ batch and answers the first status calls with one hostile body, then with
   once took 1.75 GB and blocked the loop 12 s);
 - ``deep nesting``: 64 MiB of ``<a>``;
 - ``profile flood``: 500,000 well-formed ``<profile>`` entries, one per row
-  of the largest batch (a legal answer; the client keeps 100,000).
+  of the largest batch (a legal answer; the client keeps 100,000);
+- ``profile errors``: the same, but ``complete``, every entry an error: the
+  100,000 kept are written to the journal (``failed.csv`` names those rows).
 
 For each, ``uploader run`` runs as a child process (peak RSS from its
 ``VmHWM``, see ``bench_memory.run_child``), and the same answer is read once
@@ -16,6 +18,8 @@ in this process by ``TargetClient.status`` while a 1 ms ticker measures the
 longest stall of the event loop, in wall-clock time and in CPU time of this
 thread (on a shared machine the wall clock also counts time the process was
 not scheduled; the server runs in its own process for that measurement).
+For ``profile errors``, the ticker then also watches the poller's journal
+write of that answer (``poll.record_status``, into a fresh journal).
 Goals: peak RSS under 200 MB, stalls under 50 ms of CPU.
 
     python -m benchmarks.bench_hostile [--quick]
@@ -38,7 +42,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -46,6 +52,8 @@ from benchmarks.bench_memory import run_child
 from benchmarks.common import Result, command_line, finish, out_dir, parser
 from uploader.client import TargetClient
 from uploader.errors import UploaderError
+from uploader.journal import Journal
+from uploader.poll import record_status
 from uploader.settings import TargetSettings
 
 ROWS, BATCHES = 3_000, 3
@@ -60,10 +68,12 @@ def deep_nesting(size: int) -> Callable[[web.StreamResponse], Awaitable[None]]:
     return _repeat(b"", b"<a>", size)
 
 
-def profile_flood(size: int) -> Callable[[web.StreamResponse], Awaitable[None]]:
+def profile_flood(
+    size: int, status: bytes = b"incomplete"
+) -> Callable[[web.StreamResponse], Awaitable[None]]:
     async def write(resp: web.StreamResponse) -> None:
         # No <batchId>: it is the one asked for (from the URL).
-        await resp.write(b"<response><status>incomplete</status>")
+        await resp.write(b"<response><status>%s</status>" % status)
         await resp.write(b"<batchSize>500000</batchSize><profiles>")
         entry = b"<profile><id>C%06d</id><status>error</status></profile>"
         count = min(500_000, size // len(entry % 0))
@@ -72,6 +82,10 @@ def profile_flood(size: int) -> Callable[[web.StreamResponse], Awaitable[None]]:
         await resp.write(b"</profiles></response>")
 
     return write
+
+
+def profile_errors(size: int) -> Callable[[web.StreamResponse], Awaitable[None]]:
+    return profile_flood(size, b"complete")
 
 
 def _repeat(head: bytes, unit: bytes, size: int) -> Callable[[web.StreamResponse], Awaitable[None]]:
@@ -196,39 +210,82 @@ def _xml(text: str) -> web.Response:
     return web.Response(text=text, content_type="application/xml")
 
 
-async def loop_stall(base_url: str) -> tuple[float, float, float, str]:
-    """One status call in this process, watched by a 1 ms ticker.
+class StallWatch:
+    """A 1 ms ticker on the running loop while the block runs.
 
-    Returns (longest stall of the event loop in ms, CPU time this thread
-    used during that longest busy stretch in ms, seconds, outcome). On a
-    shared machine the wall-clock stall also counts time the process was
+    ``stall_ms``: the longest the loop did not run it, in wall-clock time;
+    ``busy_ms``: the CPU time this thread used during its longest busy stretch.
+    On a shared machine the wall-clock stall also counts time the process was
     not scheduled at all; the CPU figure is the part our code can cause.
     """
-    settings = TargetSettings(client="bench", base_url=base_url)
-    stall = busy = 0.0
-    done = asyncio.Event()
 
-    async def ticker() -> None:
-        nonlocal stall, busy
+    def __init__(self) -> None:
+        self.stall_ms = self.busy_ms = self.seconds = 0.0
+        self._done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._started = 0.0
+
+    async def __aenter__(self) -> StallWatch:
+        self._task = asyncio.create_task(self._tick())
+        await asyncio.sleep(0)
+        self._started = time.perf_counter()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._started
+        self._done.set()
+        if self._task is not None:
+            await self._task
+
+    async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
-        while not done.is_set():
+        while not self._done.is_set():
             before, cpu = loop.time(), time.thread_time()
             await asyncio.sleep(0.001)
-            stall = max(stall, loop.time() - before - 0.001)
-            busy = max(busy, time.thread_time() - cpu)
+            self.stall_ms = max(self.stall_ms, (loop.time() - before - 0.001) * 1000)
+            self.busy_ms = max(self.busy_ms, (time.thread_time() - cpu) * 1000)
 
-    tick = asyncio.create_task(ticker())
-    started = time.perf_counter()
-    async with TargetClient(settings) as client:
+
+@dataclass(frozen=True)
+class _BatchFile:
+    """The one batch of the journal the ``profile errors`` answer is written to."""
+
+    seq: int = 1
+    path: str = "batch-000001.txt"
+    rows: int = 500_000
+    bytes: int = 0
+    first_line: int = 2
+    last_line: int = 500_001
+    sha256: str = "0" * 64
+
+
+async def loop_stall(base_url: str, journal_dir: Path | None = None) -> dict[str, Any]:
+    """One status call in this process, then (with ``journal_dir``) its journal write.
+
+    Each is watched by its own ``StallWatch``; the write is the poller's own
+    (``poll.record_status``) into a fresh journal holding one accepted batch.
+    """
+    settings = TargetSettings(client="bench", base_url=base_url)
+    out: dict[str, Any] = {}
+    status = None
+    async with StallWatch() as read, TargetClient(settings) as client:
         try:
             status = await client.status(f"{base_url}/m2/bench/profile/batchStatus?batchId=P-0-0")
-            outcome = f"parsed: {status.status.value}, {len(status.profiles)} profiles kept"
+            out["outcome"] = f"parsed: {status.status.value}, {len(status.profiles)} profiles kept"
         except UploaderError as exc:
-            outcome = f"{type(exc).__name__}: {str(exc)[:80]}"
-    seconds = time.perf_counter() - started
-    done.set()
-    await tick
-    return stall * 1000, busy * 1000, seconds, outcome
+            out["outcome"] = f"{type(exc).__name__}: {str(exc)[:80]}"
+    out.update(read_stall_ms=read.stall_ms, read_busy_ms=read.busy_ms, read_s=read.seconds)
+    if journal_dir is None or status is None:
+        return out
+    with Journal(journal_dir / "journal.sqlite") as journal:
+        journal.add_batch(_BatchFile())
+        journal.begin_submit(1)
+        journal.record_accepted(1, "P-0-0", "http://127.0.0.1/")
+        async with StallWatch() as write:
+            await record_status(journal, 1, status)
+        out["errors_written"] = len(journal.profile_errors(1))
+    out.update(write_stall_ms=write.stall_ms, write_busy_ms=write.busy_ms, write_s=write.seconds)
+    return out
 
 
 def run_upload(base_url: str, tmp: Path, name: str) -> tuple[int, float, float]:
@@ -265,18 +322,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "element flood": element_flood(size),
         "deep nesting": deep_nesting(size),
         "profile flood": profile_flood(size),
+        "profile errors": profile_errors(size),
     }
     with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
         for name, body in cases.items():
+            slug = name.replace(" ", "-")
             code, rss, seconds, status_calls = 0, 0.0, 0.0, 0
             if not ns.no_runs:
                 with Server(body) as server:
-                    code, rss, seconds = run_upload(
-                        server.base_url, Path(tmp), name.replace(" ", "-")
-                    )
+                    code, rss, seconds = run_upload(server.base_url, Path(tmp), slug)
                     status_calls = sum(server.calls.values())
+            journal_dir = Path(tmp) / f"journal-{slug}" if name == "profile errors" else None
+            if journal_dir is not None:
+                journal_dir.mkdir()
             with ServerProcess(body) as server:
-                stall_ms, busy_ms, read_s, outcome = asyncio.run(loop_stall(server.base_url))
+                seen = asyncio.run(loop_stall(server.base_url, journal_dir))
             result.cases.append(
                 {
                     "case": name,
@@ -284,17 +344,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "run_seconds": seconds,
                     "run_exit_code": code,
                     "run_status_calls": status_calls,
-                    "one_answer_seconds": read_s,
-                    "max_loop_stall_ms": stall_ms,
-                    "max_loop_busy_cpu_ms": busy_ms,
-                    "one_answer_outcome": outcome,
+                    "one_answer_seconds": seen["read_s"],
+                    "max_loop_stall_ms": seen["read_stall_ms"],
+                    "max_loop_busy_cpu_ms": seen["read_busy_ms"],
+                    "one_answer_outcome": seen["outcome"],
+                    **{k: seen[k] for k in ("errors_written", "write_s") if k in seen},
                 }
             )
             if not ns.no_runs:
+                # Every row of the profile-errors case is failed by the server: exit 1.
+                expected = 1 if name == "profile errors" else 0
                 result.add(f"{name}: peak RSS of uploader run", rss, "MB", "<", 200.0)
-                result.add(f"{name}: uploader run exit code", code, "", "<=", 0)
-            result.add(f"{name}: longest event-loop stall, CPU time", busy_ms, "ms", "<", 50.0)
-            result.add(f"{name}: longest event-loop stall, wall clock", stall_ms, "ms")
+                result.add(f"{name}: uploader run exit code", code, "", "<=", expected)
+            busy, stall = seen["read_busy_ms"], seen["read_stall_ms"]
+            result.add(f"{name}: longest event-loop stall, CPU time", busy, "ms", "<", 50.0)
+            result.add(f"{name}: longest event-loop stall, wall clock", stall, "ms")
+            if "write_busy_ms" in seen:
+                what = f"{name}: journal write of {seen['errors_written']:,} listed errors"
+                busy, stall = seen["write_busy_ms"], seen["write_stall_ms"]
+                result.add(f"{what}, longest loop stall, CPU time", busy, "ms", "<", 50.0)
+                result.add(f"{what}, longest loop stall, wall clock", stall, "ms")
+                result.add(f"{what}, seconds", seen["write_s"], "s")
     result.elapsed_s = time.perf_counter() - started
     load = os.getloadavg()[0]
     result.notes.append(

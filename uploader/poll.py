@@ -52,7 +52,7 @@ from uploader.journal import Journal
 from uploader.settings import StatusSettings
 from uploader.states import RemoteStatus
 
-__all__ = ["Poller", "next_interval"]
+__all__ = ["Poller", "next_interval", "record_status"]
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ class Poller:
         if status.status == RemoteStatus.INCOMPLETE:
             self._again(due, status)
             return
-        journal.record_status(due.seq, status)
+        await record_status(journal, due.seq, status)
         if status.status == RemoteStatus.STUCK:
             self._on_stuck(due.seq)
         else:
@@ -293,6 +293,11 @@ class Poller:
             due.at = min(due.at, soon)
         heapq.heapify(self._heap)
         self._wake.set()
+
+
+async def record_status(journal: Journal, seq: int, status: BatchStatus) -> None:
+    """Journal a status answer from the event loop."""
+    journal.record_status(seq, status)
 
 
 def _host_key(url: str) -> str:
