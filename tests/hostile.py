@@ -21,6 +21,7 @@ misbehaves in one way per ``mode``:
 | ``error500`` | every submit: HTTP 500 |
 | ``echo_profile`` | behaves, but a fetched profile's values and dates echo our token |
 | ``garbled`` | every submit: broken HTTP whose bad header line echoes our ``Authorization`` |
+| ``listed_errors`` | complete; lists the even rows as errors, and ``EXTRA_ERRORS`` other ids |
 
 A fetched profile (``uploader verify``) holds ``tier = gold`` for any id.
 
@@ -52,9 +53,11 @@ MODES = (
     "error500",
     "echo_profile",
     "garbled",
+    "listed_errors",
 )
 PASSWORD = "hunter2-not-a-token"
 FLOOD_BYTES = 64 * 1024 * 1024 - 64
+EXTRA_ERRORS = 4_000  # listed errors of ids no batch holds (mode listed_errors)
 
 
 @dataclass
@@ -75,6 +78,7 @@ class HostileServer:
         self.hold_s = hold_s
         self.seen = Seen()
         self._rows: dict[str, int] = {}  # status key -> rows of that batch
+        self._ids: dict[str, list[str]] = {}  # status key -> ids of that batch, in order
         self._first_status: float | None = None
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/m2/{client}/v2/profile/batchUpdate", self._submit)
@@ -114,8 +118,10 @@ class HostileServer:
             token = (auth or "").removeprefix("Bearer ")
             message = f"batch too large for {token[:150]} (header was {auth})"
             return _xml(f"<response><message>{message}</message></response>", status=413)
-        rows = sum(1 for line in body.split(b"\n")[1:] if line.strip())
+        lines = [line for line in body.split(b"\n")[1:] if line.strip()]
+        rows = len(lines)
         n = self.seen.submits
+        self._ids[str(n)] = [line.split(b",")[0].decode() for line in lines]
         batch_id = "H-SAME" if self.mode == "same_id" else f"H-{n}"
         self._rows[str(n)] = rows
         host = f"user:{PASSWORD}@127.0.0.1" if self.mode == "userinfo" else "127.0.0.1"
@@ -155,6 +161,8 @@ class HostileServer:
         if self.mode == "retry_after" and now - self._first_status < self.hold_s:
             self.seen.throttled += 1
             return web.Response(status=429, headers={"Retry-After": "999999999"})
+        if self.mode == "listed_errors":
+            return _xml(_listed_errors(batch_id, self._ids.get(request.query.get("n", ""), [])))
         successful = rows + 5 if self.mode == "overcount" else rows
         return _xml(
             f"<response><batchId>{batch_id}</batchId><status>complete</status>"
@@ -178,6 +186,24 @@ class HostileServer:
                 "profileAttributes": attrs,
             }
         )
+
+
+def _listed_errors(batch_id: str, ids: list[str]) -> str:
+    """A complete answer: the even rows failed, the odd ones succeeded, and more errors."""
+    bad, good = ids[::2], ids[1::2]
+    entries = [
+        *(f"<profile><id>{i}</id><status>error</status><message>no {i}</message></profile>"
+          for i in bad),
+        *(f"<profile><id>{i}</id><status>success</status></profile>" for i in good),
+        *(f"<profile><id>Z{k:05d}</id><status>error</status></profile>"
+          for k in range(EXTRA_ERRORS)),
+    ]  # fmt: skip
+    return (
+        f"<response><batchId>{batch_id}</batchId><status>complete</status>"
+        f"<batchSize>{len(ids)}</batchSize><successfulUpdates>{len(good)}</successfulUpdates>"
+        f"<failedUpdates>{len(bad)}</failedUpdates><profilesNotFound>0</profilesNotFound>"
+        f"<profiles>{''.join(entries)}</profiles></response>"
+    )
 
 
 def _xml(text: str, status: int = 200) -> web.Response:

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.hostile import PASSWORD, HostileServer
+from tests.hostile import EXTRA_ERRORS, PASSWORD, HostileServer
 from tests.test_cli_errors import Result, assert_one_error_line, uploader
-from uploader.journal import Journal
+from uploader.journal import PROFILE_ERRORS_PER_STEP, Journal
 from uploader.states import BatchState
 
 TOKEN = "".join(f"{i:03d}-secret-" for i in range(30))[:300]
@@ -273,7 +273,7 @@ async def test_verify_redacts_a_token_echoed_in_profile_values(
 # submit worker handles an error, so the run ends with an internal error whose
 # traceback chains the client's error and, under it, aiohttp's own.
 CRASH_WHILE_HANDLING = """
-from uploader.journal import Journal
+from uploader.journal import PROFILE_ERRORS_PER_STEP, Journal
 
 _real = Journal.record_attempt
 
@@ -307,6 +307,27 @@ async def test_debug_tracebacks_leave_no_piece_of_the_token(
     for part in ("Traceback", "ClientResponseError", "OutcomeUnknownError", "injected"):
         assert part in r.stderr, part
     assert "Bearer [token]" in r.stderr
+    assert_no_secret(r, tmp_path)
+
+
+async def test_listed_profile_errors_are_journaled_whole_and_once(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    """Thousands of listed errors per answer go to the journal in several commits."""
+    server = await hostile("listed_errors")
+    r = await run_against(server, tmp_path)
+    report = clean_exit(r, 1, tmp_path)
+    assert (report["rows"]["successful"], report["rows"]["failed"]) == (ROWS // 2, ROWS // 2)
+    with Journal(tmp_path / "w" / "journal.sqlite") as journal:
+        for seq in range(1, BATCHES + 1):
+            errors = journal.profile_errors(seq)
+            assert len(errors) == PER_BATCH // 2 + EXTRA_ERRORS > PROFILE_ERRORS_PER_STEP
+            assert len({pid for _, pid, _, _ in errors}) == len(errors)  # each once
+    with (tmp_path / "w" / "failed.csv").open(newline="") as fh:
+        assert list(csv.reader(fh)) == [
+            ["thirdPartyId", "tier"],
+            *([f"C{i:03d}", "gold"] for i in range(0, ROWS, 2)),
+        ]
     assert_no_secret(r, tmp_path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from uploader.errors import ConfigError
-from uploader.journal import COUNTERS, Journal, JournalError
+from uploader.journal import COUNTERS, PROFILE_ERRORS_PER_STEP, Journal, JournalError
+from uploader.poll import record_status
 from uploader.states import BatchState, RemoteStatus
 
 
@@ -366,3 +368,99 @@ def test_second_connection_sees_each_write_immediately(tmp_path: Path) -> None:
         assert reader.batch(1).state is BatchState.SUBMITTING
         writer.bump("retries")
         assert reader.counters()["retries"] == 1
+
+
+def _accepted_with_errors(j: Journal, n: int) -> FakeStatus:
+    add(j, 1)
+    j.begin_submit(1)
+    j.record_accepted(1, "b-1", "u-1")
+    profiles = tuple(FakeProfile(f"P{i:05d}", "error", f"bad {i}") for i in range(n))
+    ok = (FakeProfile("OK", "success"),)
+    return FakeStatus(RemoteStatus.COMPLETE, profiles=profiles[:2] + ok + profiles[2:])
+
+
+def test_listed_errors_are_written_in_steps_and_count_once_complete(journal: Journal) -> None:
+    status = _accepted_with_errors(journal, 10)
+    steps = journal.record_status_steps(1, status, per_step=3)
+    seen = []
+    for _ in steps:  # between commits: the batch is still accepted, no error counts yet
+        seen.append(journal.profile_errors())
+        assert journal.batch(1).state is BatchState.ACCEPTED
+    assert seen == [[]] * 5  # 4 commits of at most 3 errors, then the move
+    assert journal.batch(1).state is BatchState.COMPLETE
+    assert journal.profile_errors() == [(1, f"P{i:05d}", "error", f"bad {i}") for i in range(10)]
+
+
+def test_a_recorded_batch_refuses_a_second_answer_before_writing(journal: Journal) -> None:
+    status = _accepted_with_errors(journal, 4)
+    journal.record_status(1, status)
+    with pytest.raises(JournalError, match="refusing to move from complete to complete"):
+        journal.record_status(1, FakeStatus(RemoteStatus.COMPLETE, profiles=status.profiles))
+    assert len(journal.profile_errors()) == 4
+
+
+_STEP_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from tests.test_journal import FP, _accepted_with_errors
+    from uploader.journal import Journal
+
+    j = Journal(Path(sys.argv[1]))
+    j.start_run(FP, fresh=False)
+    status = _accepted_with_errors(j, 10_000)
+    for done, _ in enumerate(j.record_status_steps(1, status, per_step=1_000)):
+        if done == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+@pytest.mark.parametrize("steps_done", [0, 1, 6, 10])
+def test_sigkill_while_listed_errors_are_written(tmp_path: Path, steps_done: int) -> None:
+    """Killed between any two commits: intact, the batch still accepted, then recorded once."""
+    path = tmp_path / "journal.db"
+    proc = subprocess.run(
+        [sys.executable, "-c", _STEP_WRITER, str(path), str(steps_done)],
+        capture_output=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    written = db.execute("SELECT count(*) FROM profile_errors").fetchone()[0]
+    db.close()
+    assert written == 1_000 * steps_done  # the commits made before the kill, no more
+    with Journal(path) as j:
+        assert j.batch(1).state is BatchState.ACCEPTED
+        assert j.profile_errors() == []  # a batch still accepted has no errors to count
+        status = FakeStatus(
+            RemoteStatus.COMPLETE,
+            profiles=tuple(FakeProfile(f"P{i:05d}", "error", f"bad {i}") for i in range(10_000)),
+        )
+        j.record_status(1, status)  # the next answer, as the resumed run records it
+        assert [pid for _, pid, _, _ in j.profile_errors()] == [f"P{i:05d}" for i in range(10_000)]
+
+
+async def test_the_poller_write_lets_the_loop_run_between_commits(journal: Journal) -> None:
+    """100,000 listed errors in one go would hold the event loop for a fifth of a second."""
+    status = _accepted_with_errors(journal, 10 * PROFILE_ERRORS_PER_STEP)
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    await record_status(journal, 1, status)
+    during = ticks - before
+    done.set()
+    await task
+    assert during >= 10  # the ticker ran between every two commits
+    assert len(journal.profile_errors()) == 10 * PROFILE_ERRORS_PER_STEP

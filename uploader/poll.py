@@ -296,8 +296,13 @@ class Poller:
 
 
 async def record_status(journal: Journal, seq: int, status: BatchStatus) -> None:
-    """Journal a status answer from the event loop."""
-    journal.record_status(seq, status)
+    """Journal a status answer from the event loop, without holding it.
+
+    Up to 100,000 listed profile errors are written a few thousand per commit
+    (``Journal.record_status_steps``), other tasks running between commits.
+    """
+    for _ in journal.record_status_steps(seq, status):
+        await asyncio.sleep(0)
 
 
 def _host_key(url: str) -> str:
