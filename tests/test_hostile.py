@@ -223,6 +223,7 @@ async def test_accepted_batch_with_an_unusable_status_url_stays_accepted(
     assert report["outputs"]["failed_rows"] is None
     assert not (tmp_path / "w" / "failed.csv").exists()
     assert server.seen.status_calls == 0
+    assert "status_errors" not in report["requests"]  # never called, so no failed call
 
     # `status` tells the same story: the same rows, the same error, the same exit code.
     s = await uploader("status", "w", "--json", cwd=tmp_path)

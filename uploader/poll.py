@@ -202,7 +202,8 @@ class Poller:
             self._again(due)
             return
         except (AuthError, NotFoundError, UnusableURLError) as exc:
-            journal.bump("status_errors")
+            if not isinstance(exc, UnusableURLError):  # that one was never called
+                journal.bump("status_errors")
             if self._on_stop_run is None:
                 raise
             self.unreadable[due.seq] = f"{type(exc).__name__}: {exc}"

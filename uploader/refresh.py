@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from uploader.client import TargetClient
-from uploader.errors import InputError, UploaderError
+from uploader.errors import InputError, UnusableURLError, UploaderError
 from uploader.journal import BatchRecord, Journal
 from uploader.settings import Settings
 from uploader.states import BatchState, RemoteStatus
@@ -86,7 +86,8 @@ async def _ask(
         try:
             status = await client.status(batch.status_url or "", details=True)
         except UploaderError as exc:
-            journal.bump("status_errors")
+            if not isinstance(exc, UnusableURLError):  # that one was never called
+                journal.bump("status_errors")
             log.warning(
                 "status of batch %06d: %s",
                 batch.seq,
