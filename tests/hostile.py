@@ -21,7 +21,7 @@ misbehaves in one way per ``mode``:
 | ``error500`` | every submit: HTTP 500 |
 | ``echo_profile`` | behaves, but a fetched profile's values and dates echo our token |
 | ``garbled`` | every submit: broken HTTP whose bad header line echoes our ``Authorization`` |
-| ``listed_errors`` | complete; lists the even rows as errors, and ``EXTRA_ERRORS`` other ids |
+| ``listed_errors`` | complete; lists the even rows as errors echoing our token, and more ids |
 
 A fetched profile (``uploader verify``) holds ``tier = gold`` for any id.
 
@@ -162,7 +162,8 @@ class HostileServer:
             self.seen.throttled += 1
             return web.Response(status=429, headers={"Retry-After": "999999999"})
         if self.mode == "listed_errors":
-            return _xml(_listed_errors(batch_id, self._ids.get(request.query.get("n", ""), [])))
+            ids = self._ids.get(request.query.get("n", ""), [])
+            return _xml(_listed_errors(batch_id, ids, request.headers.get("Authorization")))
         successful = rows + 5 if self.mode == "overcount" else rows
         return _xml(
             f"<response><batchId>{batch_id}</batchId><status>complete</status>"
@@ -188,12 +189,13 @@ class HostileServer:
         )
 
 
-def _listed_errors(batch_id: str, ids: list[str]) -> str:
-    """A complete answer: the even rows failed, the odd ones succeeded, and more errors."""
+def _listed_errors(batch_id: str, ids: list[str], auth: str | None) -> str:
+    """A complete answer: the even rows failed (each message echoing our header), the odd
+    ones succeeded, and more errors."""
     bad, good = ids[::2], ids[1::2]
     entries = [
-        *(f"<profile><id>{i}</id><status>error</status><message>no {i}</message></profile>"
-          for i in bad),
+        *(f"<profile><id>{i}</id><status>error</status><message>no {i}; you sent {auth}"
+          "</message></profile>" for i in bad),
         *(f"<profile><id>{i}</id><status>success</status></profile>" for i in good),
         *(f"<profile><id>Z{k:05d}</id><status>error</status></profile>"
           for k in range(EXTRA_ERRORS)),

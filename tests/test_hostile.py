@@ -324,6 +324,13 @@ async def test_listed_profile_errors_are_journaled_whole_and_once(
             errors = journal.profile_errors(seq)
             assert len(errors) == PER_BATCH // 2 + EXTRA_ERRORS > PROFILE_ERRORS_PER_STEP
             assert len({pid for _, pid, _, _ in errors}) == len(errors)  # each once
+            first = PER_BATCH * (seq - 1)
+            assert errors[0] == (
+                seq,
+                f"C{first:03d}",
+                "error",
+                f"no C{first:03d}; you sent Bearer [token]",
+            )
     with (tmp_path / "w" / "failed.csv").open(newline="") as fh:
         assert list(csv.reader(fh)) == [
             ["thirdPartyId", "tier"],

@@ -22,13 +22,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
 from uploader.errors import ConfigError, StorageError, UploaderError, storage_problem
+from uploader.redact import MIN_RUN, excerpt
 from uploader.states import BatchState, RemoteStatus, can_transition
 
 __all__ = [
@@ -57,6 +58,8 @@ _IDENTITY_KEYS = ("input", "target")
 # Listed profile errors per commit of ``record_status_steps``: about 4 ms of
 # work each (100,000 in one commit take about 180 ms of CPU).
 PROFILE_ERRORS_PER_STEP = 2_000
+# A listed profile error's message is kept as an excerpt this long.
+_MESSAGE_CHARS = 200
 
 # Moves that states.py does not list but the journal needs: a stuck batch is
 # put back in the queue (WRITTEN) before it is sent again, so that a crash
@@ -480,13 +483,25 @@ class Journal:
             (batch_id, status_url, time.time()),
         )
 
-    def record_status(self, seq: int, status: BatchStatusLike) -> None:
-        """Record a status answer: complete and stuck move the batch, incomplete does not."""
-        for _ in self.record_status_steps(seq, status):
+    def record_status(
+        self, seq: int, status: BatchStatusLike, *, redact: Callable[[str], str] | None = None
+    ) -> None:
+        """Record a status answer: complete and stuck move the batch, incomplete does not.
+
+        Listed profile errors are server text: ``redact`` (the client's) takes
+        the token out of their ids, statuses and messages, and a message is
+        kept as an excerpt of at most 200 characters.
+        """
+        for _ in self.record_status_steps(seq, status, redact=redact):
             pass
 
     def record_status_steps(
-        self, seq: int, status: BatchStatusLike, *, per_step: int = PROFILE_ERRORS_PER_STEP
+        self,
+        seq: int,
+        status: BatchStatusLike,
+        *,
+        redact: Callable[[str], str] | None = None,
+        per_step: int = PROFILE_ERRORS_PER_STEP,
     ) -> Iterator[None]:
         """``record_status`` in commits of at most ``per_step`` listed profile errors.
 
@@ -517,7 +532,7 @@ class Journal:
                 with self._write():
                     self._db.executemany(
                         "INSERT INTO profile_errors (seq, id, status, message) VALUES (?, ?, ?, ?)",
-                        [(seq, p.id, _value(p.status), p.message) for p in chunk],
+                        [_profile_error(seq, p, redact) for p in chunk],
                     )
             yield
         final_at = time.time() if target is BatchState.COMPLETE else None
@@ -731,6 +746,17 @@ def _record(row: Sequence[Any]) -> BatchRecord:
     values = list(row)
     values[7] = BatchState(values[7])
     return BatchRecord(*values)
+
+
+def _profile_error(
+    seq: int, p: ProfileStatusLike, redact: Callable[[str], str] | None
+) -> tuple[int, str, str, str | None]:
+    """A listed profile error as it is stored: server text, redacted; the message cut."""
+    clean = redact or str
+    message = p.message
+    if message is not None:  # cut before redacting (bounded work), with room for a run
+        message = excerpt(message[: _MESSAGE_CHARS + MIN_RUN], _MESSAGE_CHARS, redact=clean)
+    return (seq, clean(p.id), clean(_value(p.status)), message)
 
 
 def _value(x: object) -> str:

@@ -227,7 +227,7 @@ class Poller:
         if status.status == RemoteStatus.INCOMPLETE:
             self._again(due, status)
             return
-        await record_status(journal, due.seq, status)
+        await record_status(journal, due.seq, status, redact=self._client.redact)
         if status.status == RemoteStatus.STUCK:
             self._on_stuck(due.seq)
         else:
@@ -296,13 +296,20 @@ class Poller:
         self._wake.set()
 
 
-async def record_status(journal: Journal, seq: int, status: BatchStatus) -> None:
+async def record_status(
+    journal: Journal,
+    seq: int,
+    status: BatchStatus,
+    *,
+    redact: Callable[[str], str] | None = None,
+) -> None:
     """Journal a status answer from the event loop, without holding it.
 
     Up to 100,000 listed profile errors are written a few thousand per commit
-    (``Journal.record_status_steps``), other tasks running between commits.
+    (``Journal.record_status_steps``, which redacts them with ``redact``),
+    other tasks running between commits.
     """
-    for _ in journal.record_status_steps(seq, status):
+    for _ in journal.record_status_steps(seq, status, redact=redact):
         await asyncio.sleep(0)
 
 

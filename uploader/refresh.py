@@ -98,7 +98,7 @@ async def _ask(
     journal.bump("status_polls")
     if status.status == RemoteStatus.INCOMPLETE:
         return "incomplete"
-    journal.record_status(batch.seq, status)
+    journal.record_status(batch.seq, status, redact=client.redact)
     return "stuck" if status.status == RemoteStatus.STUCK else "complete"
 
 
