@@ -54,10 +54,12 @@ from uploader.client import TargetClient
 from uploader.errors import UploaderError
 from uploader.journal import Journal
 from uploader.poll import record_status
+from uploader.redact import Redactor
 from uploader.settings import TargetSettings
 
 ROWS, BATCHES = 3_000, 3
 FLOOD_CALLS = 3  # status calls answered with the hostile body before `complete`
+TOKEN = "".join(f"{i:03d}-bench-token-" for i in range(25))[:300]
 
 
 def element_flood(size: int) -> Callable[[web.StreamResponse], Awaitable[None]]:
@@ -263,7 +265,8 @@ async def loop_stall(base_url: str, journal_dir: Path | None = None) -> dict[str
     """One status call in this process, then (with ``journal_dir``) its journal write.
 
     Each is watched by its own ``StallWatch``; the write is the poller's own
-    (``poll.record_status``) into a fresh journal holding one accepted batch.
+    (``poll.record_status``, redacting with a 300-character token as a run
+    with one does) into a fresh journal holding one accepted batch.
     """
     settings = TargetSettings(client="bench", base_url=base_url)
     out: dict[str, Any] = {}
@@ -282,7 +285,7 @@ async def loop_stall(base_url: str, journal_dir: Path | None = None) -> dict[str
         journal.begin_submit(1)
         journal.record_accepted(1, "P-0-0", "http://127.0.0.1/")
         async with StallWatch() as write:
-            await record_status(journal, 1, status)
+            await record_status(journal, 1, status, redact=Redactor(TOKEN))
         out["errors_written"] = len(journal.profile_errors(1))
     out.update(write_stall_ms=write.stall_ms, write_busy_ms=write.busy_ms, write_s=write.seconds)
     return out
