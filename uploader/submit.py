@@ -226,7 +226,7 @@ class Submitter:
             self._on_failed(job.seq)
             return
         journal.record_accepted(job.seq, result.batch_id or None, result.status_url)
-        named = result.batch_id or "a batch with no id"
+        named = result.batch_id or "(no batch id)"
         log.info("batch %06d accepted as %s (%d rows)", job.seq, named, job.rows)
         self.stats.mark_accepted(job.seq, job.rows, job.bytes)
         self.stats.batches_accepted += 1
