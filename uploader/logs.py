@@ -13,7 +13,7 @@ token of every settings tree loaded (``settings.load_settings`` calls it), the
 one piece of process state here, like the logging configuration itself;
 ``print_exception`` is how a command prints a traceback (``--debug``), and
 uncaught exceptions in the main thread, other threads and ``__del__`` go the
-same way once ``configure_logging`` ran.
+same way once ``configure_logging`` ran (unless a host had set its own hooks).
 """
 
 from __future__ import annotations
@@ -128,9 +128,13 @@ def configure_logging(level: int, log_format: str = "text", stream: TextIO | Non
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    sys.excepthook = _excepthook
-    threading.excepthook = _thread_excepthook
-    sys.unraisablehook = _unraisablehook
+    # Only in place of Python's own hooks: a host (pytest, an embedding program) keeps its.
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _excepthook
+    if threading.excepthook is threading.__excepthook__:
+        threading.excepthook = _thread_excepthook
+    if sys.unraisablehook is sys.__unraisablehook__:
+        sys.unraisablehook = _unraisablehook
 
 
 def _excepthook(
