@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 from uploader import __version__
 from uploader.errors import ConfigError, UploaderError
-from uploader.logs import configure_logging, json_line, print_exception
+from uploader.logs import configure_logging, json_line, print_exception, redact
 from uploader.settings import Settings, load_settings
 
 __all__ = ["PACING_FLAGS", "add_config_argument", "add_pacing_arguments", "build_parser", "main"]
@@ -587,7 +587,7 @@ def _print_error(ns: argparse.Namespace, event: str, message: str) -> None:
     """The one error line: plain text, or a JSON log line under --log-format json."""
     if getattr(ns, "log_format", None) == "json":
         message = json_line("error", event, message)
-    print(message, file=sys.stderr)
+    print(redact(message), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
