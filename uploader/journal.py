@@ -55,9 +55,9 @@ COUNTERS = ("submits", "retries", "throttled", "status_polls", "resubmitted", "o
 # else in the fingerprint (concurrency, timeouts, ...) may change between runs.
 _IDENTITY_KEYS = ("input", "target")
 
-# Listed profile errors per commit of ``record_status_steps``: about 4 ms of
-# work each (100,000 in one commit take about 180 ms of CPU).
-PROFILE_ERRORS_PER_STEP = 2_000
+# Listed profile errors per commit of ``record_status_steps``: a few ms of work
+# each, redaction included (100,000 in one commit took about 240 ms of CPU).
+PROFILE_ERRORS_PER_STEP = 1_000
 # A listed profile error's message is kept as an excerpt this long.
 _MESSAGE_CHARS = 200
 

@@ -55,8 +55,13 @@ class Redactor:
         )
 
     def __call__(self, text: str) -> str:
-        text = _BEARER.sub(lambda m: f"{m.group(1)} {MARK}", text)
-        text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MARK}", text)
+        # The patterns need their keyword: ASCII text without it is skipped (cheaply,
+        # as most text is); other text may spell it with letters re folds to ASCII.
+        lower = text.lower()
+        if not text.isascii() or "bearer" in lower:
+            text = _BEARER.sub(lambda m: f"{m.group(1)} {MARK}", text)
+        if not text.isascii() or "authorization" in lower:
+            text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MARK}", text)
         if not self._token:
             return text
         if len(self._token) < MIN_RUN:  # too short for windows: only the whole token
