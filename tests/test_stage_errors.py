@@ -102,12 +102,12 @@ async def test_an_exception_in_any_stage_ends_the_run_promptly(
 async def test_journal_refusing_a_move_is_an_internal_error(
     emulator_factory: EmulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(self: Journal, seq: int, *_: Any) -> None:
+    def refuse(self: Journal, seq: int, *_: Any, **__: Any) -> None:
         raise JournalError(f"batch {seq}: refusing to move from accepted to accepted")
 
     emu = await emulator_factory()
     src, work = _export(tmp_path), tmp_path / "work"
-    monkeypatch.setattr(Journal, "record_status", refuse)
+    monkeypatch.setattr(Journal, "record_status_steps", refuse)  # what the poller calls
     outcome = await asyncio.wait_for(run(emu, src, work, batch__max_rows=BATCH_ROWS), PROMPT_S)
     assert outcome.exit_code == 4
     assert re.fullmatch(
