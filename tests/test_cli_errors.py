@@ -81,7 +81,7 @@ def report(work_dir: Path) -> dict[str, object]:
 async def test_missing_input_file(tmp_path: Path) -> None:
     r = await uploader("run", "nope.csv", "--client", "demo", "--work-dir", "w", cwd=tmp_path)
     assert_one_error_line(r, 2, "nope.csv: no such file")
-    assert report(tmp_path / "w")["status"] == "error"
+    assert not (tmp_path / "w").exists()  # nothing is created for an input that does not open
 
 
 async def test_missing_client(tmp_path: Path) -> None:

@@ -101,9 +101,9 @@ def test_whole_input_errors(tmp_path: Path, data: bytes, message: str) -> None:
 
 
 def test_missing_file_directory_and_unknown_encoding(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"nope\.csv: cannot read: No such file or directory"):
+    with pytest.raises(InputError, match=r"nope\.csv: no such file$"):
         CsvSource(tmp_path / "nope.csv")
-    with pytest.raises(InputError, match=r": is a directory, not a CSV file"):
+    with pytest.raises(InputError, match=r": is a directory$"):
         CsvSource(tmp_path)
     with pytest.raises(InputError, match=r"unknown encoding 'klingon'"):
         CsvSource(write(tmp_path, b"id\n"), encoding="klingon")

@@ -33,7 +33,6 @@ from uploader.errors import InputError, UploaderError
 from uploader.pipeline import run_pipeline
 from uploader.settings import Settings
 from uploader.settings import load_settings as _load_settings
-from uploader.sources import is_url
 from uploader.workdir import RunOutcome, default_job_id
 
 __all__ = ["RunOutcome", "Settings", "UploaderError", "load_settings", "run", "run_async"]
@@ -69,8 +68,6 @@ async def run_async(
     name = str(input)
     if name == "-":
         raise InputError("the Python API reads files, not standard input")
-    if not is_url(name) and not Path(name).is_file():
-        raise InputError(f"{name}: no such file")
     job = job_id or default_job_id(name, settings)
     where = Path(work_dir) if work_dir is not None else settings.run.work_dir
     return await run_pipeline(

@@ -54,13 +54,19 @@ def publish(
     work_dir: Path,
     stdout: TextIO,
     environ: Mapping[str, str] | None = None,
+    make_dirs: bool = True,
 ) -> None:
-    """Write the job summary (``--summary-md``, ``GITHUB_STEP_SUMMARY``) and annotations."""
+    """Write the job summary (``--summary-md``, ``GITHUB_STEP_SUMMARY``) and annotations.
+
+    ``make_dirs=False`` (a run that stopped before it started): ``--summary-md``
+    is written only into a directory that exists, so that such a run creates none.
+    """
     env = os.environ if environ is None else environ
     on_github = env.get("GITHUB_ACTIONS") == "true"
     targets: list[tuple[Path, bool]] = []
-    if settings.run.summary_md is not None:
-        targets.append((settings.run.summary_md, False))
+    summary_md = settings.run.summary_md
+    if summary_md is not None and (make_dirs or summary_md.parent.is_dir()):
+        targets.append((summary_md, False))
     if env.get("GITHUB_STEP_SUMMARY"):
         targets.append((Path(env["GITHUB_STEP_SUMMARY"]), True))
     if not targets and not on_github:

@@ -18,14 +18,13 @@ from typing import Any
 
 from uploader import report as reporting
 from uploader.combine import combine, render_combined, shard_section
-from uploader.errors import ConfigError, InputError, UploaderError
+from uploader.errors import InputError, UploaderError
 from uploader.journal import Journal
 from uploader.logs import json_line
 from uploader.pipeline import run_pipeline
 from uploader.progress import progress_display
 from uploader.report import EXIT_CODES
 from uploader.settings import Settings
-from uploader.sources import is_url
 from uploader.sources.spool import Spool, discard_spool, spool_stdin
 from uploader.workdir import RunOutcome, check_ours, default_job_id, running_pid
 
@@ -159,12 +158,6 @@ def _execute(
 ) -> int:
     from uploader.cli import run_async
 
-    local = files is None and input_name != "-" and not is_url(input_name)
-    if local and not Path(input_name).is_file():
-        what = "is a directory, not a CSV file" if Path(input_name).is_dir() else "no such file"
-        report = _error_report(job_id, work_dir, settings, f"{input_name}: {what}")
-        _publish(report, settings, input_name, work_dir, files)
-        raise InputError(f"{input_name}: {what}")
     display = progress_display(settings.run.progress, log_format=settings.run.log_format)
     try:
         outcome: RunOutcome = run_async(
@@ -182,7 +175,7 @@ def _execute(
     except UploaderError as exc:
         if exc.exit_code == 2:
             report = _error_report(job_id, work_dir, settings, str(exc))
-            _publish(report, settings, input_name, work_dir, files)
+            _publish(report, settings, input_name, work_dir, files, started=False)
         raise
     _publish(outcome.report, settings, input_name, work_dir, files)
     error = outcome.report.get("error")
@@ -218,8 +211,13 @@ def _publish(
     input_name: str,
     work_dir: Path,
     files: list[Path] | None,
+    *,
+    started: bool = True,
 ) -> None:
-    """The job summary and annotations for the CI the run is in (see ``ci.py``)."""
+    """The job summary and annotations for the CI the run is in (see ``ci.py``).
+
+    A run that stopped before it started creates no directory for its summary.
+    """
     from uploader import ci
 
     ci.publish(
@@ -228,16 +226,18 @@ def _publish(
         input_name=None if files is not None else input_name,
         work_dir=work_dir,
         stdout=sys.stdout,
+        make_dirs=started,
     )
 
 
 def _error_report(job_id: str, work_dir: Path, settings: Settings, message: str) -> dict[str, Any]:
-    """Exit 2 still leaves a report.json saying why (nothing was sent); returns it.
+    """The report of a run that stopped with exit 2 before it started; returns it.
 
-    Not written when the work dir already holds a journal: its report belongs
-    to that run (the error may be that this input is not that run's input).
+    Written only at ``--report PATH``, and only into a directory that exists:
+    such a run (an input that does not open, batch files that are not ones,
+    a work dir in use or not ours) creates nothing, and a work dir that holds
+    a journal keeps the report of its own run.
     """
-    target = settings.run.report or work_dir / "report.json"
     report = reporting.build_report(
         job_id=job_id,
         batches=[],
@@ -250,15 +250,10 @@ def _error_report(job_id: str, work_dir: Path, settings: Settings, message: str)
         interrupted=False,
         error=message,
     )
-    if settings.run.report is None and (work_dir / "journal.sqlite").exists():
-        return report
-    try:
-        check_ours(work_dir)
-    except ConfigError:
-        return report  # not our directory: write nothing into it
-    with contextlib.suppress(OSError):  # the one-line error still says why (a full disk?)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        reporting.write_report(target, report)
+    target = settings.run.report
+    if target is not None and target.parent.is_dir():
+        with contextlib.suppress(OSError):  # the one-line error still says why (a full disk?)
+            reporting.write_report(target, report)
     return report
 
 

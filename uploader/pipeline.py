@@ -55,6 +55,7 @@ from uploader.poll import Poller
 from uploader.report import EXIT_INTERNAL
 from uploader.retry import Sleep
 from uploader.settings import Settings
+from uploader.sources import open_input
 from uploader.sources.spool import Spool, discard_spool, keep_spool
 from uploader.states import BatchState
 from uploader.submit import SubmitJob, Submitter
@@ -494,25 +495,23 @@ async def run_pipeline(
     passes its own ``metrics`` (then the caller closes them).
     """
     started = time.time()
-    batch_files = [describe_batch_file(i, f) for i, f in enumerate(files or (), 1)]
     owned = metrics is None and (
         settings.run.metrics_port is not None or settings.run.metrics_textfile is not None
     )
-    if owned:
-        metrics = RunMetrics(
-            job_id, port=settings.run.metrics_port, textfile=settings.run.metrics_textfile
-        )
     try:
-        with locked(work_dir), Journal(work_dir / "journal.sqlite") as journal:
-            resuming = journal.start_run(
-                fingerprint(
-                    input_name,
-                    settings,
-                    files,
-                    stdin=(stdin.sha256, stdin.bytes) if stdin else None,
-                ),
-                fresh=settings.run.fresh,
+        # The input must open before anything is created: a mistyped path leaves nothing.
+        batch_files = [describe_batch_file(i, f) for i, f in enumerate(files or (), 1)]
+        if files is None and stdin is None and input_name != "-":
+            open_input(input_name, storage_options=settings.input.storage_options).close()
+        source = fingerprint(
+            input_name, settings, files, stdin=(stdin.sha256, stdin.bytes) if stdin else None
+        )
+        if owned:
+            metrics = RunMetrics(
+                job_id, port=settings.run.metrics_port, textfile=settings.run.metrics_textfile
             )
+        with locked(work_dir), Journal(work_dir / "journal.sqlite") as journal:
+            resuming = journal.start_run(source, fresh=settings.run.fresh)
             if stdin is not None:
                 input_name = str(keep_spool(stdin, work_dir, resuming=resuming))
             _prepare(

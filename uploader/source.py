@@ -269,8 +269,10 @@ class CsvSource(ClosingSource):
             if binary.peek(2)[:2] == b"\x1f\x8b":  # gzip magic: .gz or not, stdin too
                 stream = gzip.GzipFile(fileobj=binary, mode="rb")
             sample = stream.peek(_SAMPLE_BYTES)[:_SAMPLE_BYTES]
-        except IsADirectoryError as exc:
-            raise InputError(f"{self.label}: is a directory, not a CSV file") from exc
+        except IsADirectoryError as exc:  # the same words as sources.open_input's
+            raise InputError(f"{self.label}: is a directory") from exc
+        except FileNotFoundError as exc:
+            raise InputError(f"{self.label}: no such file") from exc
         except OSError as exc:
             if self._binary is not None:
                 self._binary.close()
