@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from uploader import __version__
+from uploader.config_types import closest
 from uploader.errors import ConfigError, UploaderError
 from uploader.logs import configure_logging, json_line, print_exception, redact
 from uploader.settings import Settings, load_settings
@@ -93,10 +94,60 @@ INPUT_HELP = "the export: CSV with a header, Parquet or JSON Lines (.gz ok), an 
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line like every other error."""
+    """argparse, but a usage error is one line like every other error, with a hint for typos.
+
+    An unknown option is named with the nearest option of the command it was
+    given to (``--concurency`` -> ``--concurrency``), an unknown command with
+    the nearest command; the help to see is that of the command.
+    """
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"uploader: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        ns, extras = super().parse_known_args(args, namespace)
+        commands = self._subcommands()
+        if extras and commands is not None:  # the top parser: say it here, for the command
+            command = commands.choices.get(getattr(ns, "command", None) or "")
+            parser = command if isinstance(command, _Parser) else self
+            parser.error(_unrecognized(parser, extras))
+        return ns, extras
+
+    def _subcommands(self) -> argparse._SubParsersAction[Any] | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action
+        return None
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if isinstance(action, argparse._SubParsersAction) and value not in action.choices:
+            hint = closest(value, action.choices)
+            near = (
+                f"did you mean {hint}?" if hint else f"the commands are {', '.join(action.choices)}"
+            )
+            raise argparse.ArgumentError(None, f"unknown command {value!r}; {near}")
+        super()._check_value(action, value)
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    """``unrecognized argument --concurency (did you mean --concurrency?)``.
+
+    Options are named without their values (``--concurency=4``, ``--concurency 4``:
+    ``--concurency``); the words after an unknown option may be its value, so
+    they are named only when no option is unknown.
+    """
+    options = [word.split("=", 1)[0] for word in extras if word.startswith("-") and word != "-"]
+    if not options:
+        plural = "s" if len(extras) > 1 else ""
+        return f"unrecognized argument{plural} {' '.join(extras)}"
+    known = {name.lstrip("-"): name for name in parser._option_string_actions}
+    named = []
+    for option in options:
+        hint = closest(option.lstrip("-"), known)
+        named.append(f"{option} (did you mean {known[hint]}?)" if hint else option)
+    return f"unrecognized argument{'s' if len(named) > 1 else ''} {', '.join(named)}"
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
