@@ -49,7 +49,8 @@ async def test_html_report_of_a_throttled_run(
     emulator_factory: EmulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(monitor, "SAMPLE_EVERY_S", 0.02)
-    emu = await emulator_factory(max_inflight=2, retry_after_s=0.0, latency_ms=(5.0, 10.0))
+    # Slow enough to last over a second: a shorter run has no rate to chart (rates.py).
+    emu = await emulator_factory(max_inflight=2, retry_after_s=0.0, latency_ms=(100.0, 120.0))
     rows = [[f"C{i:05d}", "gold"] for i in range(2000)]
     src = write_csv(tmp_path / "export.csv", ["customer_id", "loyaltyTier"], rows)
     work = tmp_path / "w"
@@ -91,6 +92,7 @@ async def test_html_report_of_a_throttled_run(
     assert summary["status"] == "complete"
     assert summary["rows successful"] == "2,000"
     assert summary["batches complete"] == "20"
+    assert summary["rows accepted per second"] == f"{outcome.report['rows_per_s']:,.1f}"
 
 
 async def test_report_of_an_empty_journal_says_so(tmp_path: Path) -> None:

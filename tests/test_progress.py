@@ -25,6 +25,7 @@ SNAPSHOT: dict[str, Any] = {
     "rows_known": 2500,
     "rows_sent": 2000,
     "rows_accepted": 1500,
+    "batches_accepted": 4,
     "batches_known": 7,
     "batches_sent": 5,
     "batches_final": 3,
@@ -32,6 +33,8 @@ SNAPSHOT: dict[str, Any] = {
     "in_flight": 2,
     "limit": 6,
     "limit_max": 8,
+    "limit_waiting": 0,
+    "limit_lowered": 1,
     "throttles": 4,
     "throttled": 4,
 }
@@ -56,7 +59,8 @@ async def test_log_lines_repeat_and_end_with_a_final_line(monkeypatch: pytest.Mo
             "input 40% of 100.0 MB; batches 3 final of 7 known (1 failed); rows 2,000 sent, "
             "1,500 accepted ("
         )
-        and "/s); in flight 2 (adaptive limit 6 of 8); throttled (429/503) 4; " in line
+        and " rows/s); in flight 2 (limit 6 of 8, lowered by throttling); throttled (429/503) 4; "
+        in line
         for line in lines
     )
 
@@ -78,7 +82,7 @@ async def test_bars_show_counts_and_route_log_records_through_the_console(
     assert "40% of 100.0 MB" in text
     assert "1,500/7,500 rows" in text  # 3,000 rows in 40% of the bytes: about 7,500 in all
     assert "3/7 known batches" in text
-    assert "in flight 2 (adaptive limit 6 of 8)" in text
+    assert "in flight 2 (limit 6 of 8, lowered by throttling)" in text
     assert "batch 000002 is stuck" in text
 
 
@@ -114,16 +118,51 @@ def test_log_line_after_everything_was_accepted() -> None:
     line = progress._line(s, 12.0, 50.0)
     assert line == (
         "[   12.0s] input read; batches 3 final of 7 known (1 failed); rows 2,500 sent, "
-        "2,500 accepted (50/s); in flight 2 (adaptive limit 6 of 8); throttled (429/503) 4; "
-        "all accepted; 4 batches to complete"
+        "2,500 accepted (50 rows/s); in flight 2 (limit 6 of 8, lowered by throttling); "
+        "throttled (429/503) 4; all accepted; 4 batches to complete"
     )
+
+
+def accepted(rows: int, batches: int) -> dict[str, Any]:
+    return {**SNAPSHOT, "rows_accepted": rows, "batches_accepted": batches}
 
 
 async def test_rate_is_measured_over_the_last_minute() -> None:
     rate = progress._Rate()
-    assert rate.update(0.0, 0) is None
-    assert rate.update(10.0, 1000) == 100.0
-    assert rate.update(70.0, 1600) == 10.0  # the point at 0 s fell out of the window
+    assert rate.update(0.0, accepted(0, 0)) is None
+    assert rate.update(10.0, accepted(1000, 4)) == 100.0
+    assert rate.update(70.0, accepted(1600, 6)) == 10.0  # the point at 0 s fell out of the window
+
+
+async def test_no_rate_until_the_window_can_measure_one() -> None:
+    """Under a second, or fewer than two batches accepted in the window: no rate, no ETA."""
+    rate = progress._Rate()
+    assert rate.update(100.0, accepted(0, 0)) is None
+    assert rate.update(100.3, accepted(20_000, 4)) is None  # 4 batches, but in 0.3 s
+    assert rate.update(110.0, accepted(20_000, 4)) == 2000.0  # the same 4 over 10 s
+    one = progress._Rate()
+    one.update(0.0, accepted(0, 0))
+    assert one.update(10.0, accepted(500_000, 1)) is None  # one batch: its latency, not a pace
+    assert one.update(20.0, accepted(1_000_000, 2)) == 50_000.0
+    s = {**accepted(20_000, 4), "chunk_done": True, "rows_known": 40_000}
+    assert progress._line(s, 0.3, None) == (
+        "[    0.3s] input read; batches 3 final of 7 known (1 failed); rows 2,000 sent, "
+        "20,000 accepted (- rows/s); in flight 2 (limit 6 of 8, lowered by throttling); "
+        "throttled (429/503) 4; ETA not known yet"
+    )
+
+
+def test_the_limit_is_shown_when_it_holds_submits_back_or_was_lowered() -> None:
+    quiet = {**SNAPSHOT, "in_flight": 1, "limit": 5, "limit_lowered": 0, "limit_waiting": 0}
+    assert progress._in_flight(quiet) == "in flight 1"  # a run of a few batches: no limit
+    held = {**quiet, "in_flight": 5, "limit_waiting": 3}
+    assert progress._in_flight(held) == "in flight 5 (limit 5 of 8 reached)"
+    full = {**held, "in_flight": 8, "limit": 8}
+    assert progress._in_flight(full) == "in flight 8 (limit 8 of 8 reached)"
+    lowered = {**quiet, "in_flight": 0, "limit": 3, "limit_lowered": 2}
+    assert progress._in_flight(lowered) == "in flight 0 (limit 3 of 8, lowered by throttling)"
+    back_up = {**lowered, "limit": 8}  # probed back up to --concurrency: nothing to say
+    assert progress._in_flight(back_up) == "in flight 0"
 
 
 async def test_counters_of_a_real_run_add_up(
@@ -167,16 +206,16 @@ async def test_counters_of_a_real_run_add_up(
 
 
 async def test_the_first_log_line_already_has_a_rate(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The rate counts from the start: the first line (10 s in) must not say 0/s."""
+    """The rate counts from the start: the first line (10 s in) must not say "-"."""
     monkeypatch.setattr(progress, "LOG_EVERY_S", 3600.0)  # only the final line is printed
-    accepted = {"rows": 0}
+    now = {"rows": 0, "batches": 0}
     out = io.StringIO()
     display = progress.progress_display("log", out)
     assert display is not None
-    async with display(lambda: {**SNAPSHOT, "rows_accepted": accepted["rows"]}):
-        accepted["rows"] = 1500
-        await asyncio.sleep(0.05)
+    async with display(lambda: accepted(now["rows"], now["batches"])):
+        now.update(rows=1500, batches=3)
+        await asyncio.sleep(1.1)  # a rate needs a window of a second at least
     (line,) = out.getvalue().splitlines()
-    rate = int(line.split("1,500 accepted (", 1)[1].split("/s)", 1)[0].replace(",", ""))
-    assert rate > 0
+    rate = int(line.split("1,500 accepted (", 1)[1].split(" rows/s)", 1)[0].replace(",", ""))
+    assert 0 < rate <= 1500 / 1.1
     assert "ETA not known yet" not in line

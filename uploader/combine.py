@@ -11,6 +11,7 @@ from typing import Any
 
 from rich import filesize
 
+from uploader.rates import basis_rate, rate_basis, rate_text
 from uploader.report import _human_duration, _line  # the summary's own styles
 
 __all__ = ["combine", "render_combined", "shard_section"]
@@ -38,7 +39,7 @@ def combine(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One accounting for several runs (the shards of one load).
 
     Counts are summed; ``elapsed_s`` is the longest run (shards run side by
-    side) and ``rows_per_s`` the submitted rows over it. The exit code is the
+    side) and ``rows_per_s`` the rows accepted over it (see ``rates``). The exit code is the
     most urgent of the runs' (4, then 2, 3, 1, 0). Shards of one ``N`` that
     are missing from the list are named in ``warnings``.
     """
@@ -46,6 +47,10 @@ def combine(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     code = next(c for c in (*_COMBINED_PRECEDENCE, *codes) if c in codes)
     elapsed = max((float(r.get("elapsed_s") or 0.0) for r in reports), default=0.0)
     rows = _sum_section(reports, "rows")
+    accepted = _sum_section(reports, "rate_basis")
+    basis = rate_basis(
+        accepted.get("rows_accepted", 0), accepted.get("batches_accepted", 0), elapsed
+    )
     warnings: list[str] = []
     shards = [r["shard"] for r in reports if r.get("shard")]
     for count in sorted({s["count"] for s in shards}):
@@ -64,7 +69,8 @@ def combine(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "requests": _sum_section(reports, "requests"),
         "bytes_submitted": sum(int(r.get("bytes_submitted") or 0) for r in reports),
         "elapsed_s": round(elapsed, 3),
-        "rows_per_s": round(rows.get("submitted", 0) / elapsed, 1) if elapsed > 0 else 0.0,
+        "rows_per_s": basis_rate(basis),
+        "rate_basis": basis,
         "warnings": warnings,
     }
 
@@ -103,7 +109,7 @@ def render_combined(combined: Mapping[str, Any], reports: Sequence[Mapping[str, 
         _line("batches", batches, tuple(batches)),
         f"{'sent':<10}{filesize.decimal(combined['bytes_submitted'])} in "
         f"{_human_duration(combined['elapsed_s'])} (longest run), "
-        f"{combined['rows_per_s']:,.1f} rows/s",
+        f"{rate_text(combined['rows_per_s'])}",
     ]
     lines += [f"{'warning':<10}{w}" for w in combined["warnings"]]
     return "\n".join(lines)

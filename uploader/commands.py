@@ -121,6 +121,7 @@ def status_report(work_dir: Path) -> dict[str, Any]:
             shard=shard_section(chunk),
             outcome="running" if pid is not None else journal.get_meta("last_outcome") or "killed",
             started_at=journal.get_meta("started_at"),
+            submit_limit=journal.get_meta("submit_limit"),
         )
     if pid is not None:
         report["running_pid"] = pid
@@ -200,7 +201,7 @@ def _summary(report: dict[str, Any], log_format: str) -> str:
     if log_format != "json":
         return reporting.render_summary(report)
     keys = ("job_id", "status", "exit_code", "rows", "batches", "requests", "bytes_submitted")
-    more = ("elapsed_s", "rows_per_s", "pacing", "outputs")
+    more = ("elapsed_s", "rows_per_s", "rate_basis", "submit_limit", "pacing", "outputs")
     headline = f"uploader job {report['job_id']}: {str(report['status']).upper()}"
     return json_line("info", "summary", headline, **{k: report.get(k) for k in keys + more})
 

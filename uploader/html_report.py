@@ -22,10 +22,15 @@ from uploader.commands import status_report
 from uploader.errors import InputError
 from uploader.journal import BatchRecord, Journal, Sample
 from uploader.metrics import LATENCY_BUCKETS_S, LatencyHistogram
+from uploader.rates import MIN_BATCHES, MIN_WINDOW_S, rate_text
 
 __all__ = ["build_html", "write_html_report"]
 
 _BINS = 60  # throttling events are counted in about this many time bins
+NO_RATE = (
+    f"No rate: the run accepted fewer than {MIN_BATCHES} batches or lasted under "
+    f"{MIN_WINDOW_S:g} s, too little to measure one (rows_per_s is null in report.json)."
+)
 
 
 def write_html_report(work_dir: Path, out: Path) -> Path:
@@ -53,7 +58,7 @@ def build_html(work_dir: Path) -> str:
         batches = journal.batches()
         latency = LatencyHistogram.from_json(journal.get_meta("submit_latency"))
     sections = [charts.Section("Summary", charts.table(_summary_rows(report)))]
-    sections += _time_sections(samples)
+    sections += _time_sections(samples, report)
     sections.append(_latency_section(latency))
     sections.append(_batch_section(batches))
     subtitle = f"{report['status']} (exit {report['exit_code']}); work dir {work_dir}"
@@ -68,7 +73,7 @@ def _summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     rows += [
         ("bytes submitted", f"{report['bytes_submitted']:,}"),
         ("elapsed (s)", f"{report['elapsed_s']:,.1f}"),
-        ("rows per second", f"{report['rows_per_s']:,.1f}"),
+        ("rows accepted per second", rate_text(report["rows_per_s"]).removesuffix(" rows/s")),
     ]
     for key, value in (report.get("pacing") or {}).items():
         if value not in (None, {}, False):
@@ -76,7 +81,7 @@ def _summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
-def _time_sections(samples: Sequence[Sample]) -> list[charts.Section]:
+def _time_sections(samples: Sequence[Sample], report: dict[str, Any]) -> list[charts.Section]:
     titles = ("Rows per second", "Submits in flight and the adaptive limit", "Throttling")
     if len(samples) < 2:
         note = "The journal holds no time series (a run records one point a second)."
@@ -92,19 +97,27 @@ def _time_sections(samples: Sequence[Sample]) -> list[charts.Section]:
         if cur.throttles > prev.throttles:
             throttle_x.append(x)
             throttle_n.append(cur.throttles - prev.throttles)
-    # Rows arrive a batch at a time: a rate per bin of the span reads better than per sample.
-    bins_x, bins_rows = _bin(accepted_x, accepted_n, xs[-1])
-    bin_s = (samples[-1].t - t0) / _BINS or 1.0
+    # Rows arrive a batch at a time: a rate per bin of the span reads better than per sample,
+    # and a bin is never shorter than a rate's shortest window (see rates.py).
+    span_s = samples[-1].t - t0
+    bins = max(1, min(_BINS, int(span_s / MIN_WINDOW_S)))
+    bins_x, bins_rows = _bin(accepted_x, accepted_n, xs[-1], bins)
+    bin_s = span_s / bins if span_s > 0 else MIN_WINDOW_S
     rate_x, rate_y = bins_x, [n / bin_s for n in bins_rows]
     waits = _waiting_spans(samples, xs)
-    rate = charts.line_chart(
-        f"Rows accepted per second (over {_seconds(bin_s)} bins)",
-        label,
-        "rows/s",
-        {"rows/s": (rate_x, rate_y)},
-        shade=waits,
-        shade_label="pacing holds submits",
-    )
+    rate, note = "", NO_RATE
+    if report["rows_per_s"] is not None:
+        note = (
+            f"{len(samples):,} points, recorded once a second during the run (thinned when long)."
+        )
+        rate = charts.line_chart(
+            f"Rows accepted per second (over {_seconds(bin_s)} bins)",
+            label,
+            "rows/s",
+            {"rows/s": (rate_x, rate_y)},
+            shade=waits,
+            shade_label="pacing holds submits",
+        )
     flight = charts.line_chart(
         "Submits in flight and the adaptive limit",
         label,
@@ -115,7 +128,7 @@ def _time_sections(samples: Sequence[Sample]) -> list[charts.Section]:
         },
         step=True,
     )
-    bins_x, bins_n = _bin(throttle_x, throttle_n, xs[-1])
+    bins_x, bins_n = _bin(throttle_x, throttle_n, xs[-1], _BINS)
     throttled = sum(throttle_n)
     throttle = charts.bar_chart(
         f"Throttled submits (429/503): {throttled:,} in all",
@@ -125,7 +138,6 @@ def _time_sections(samples: Sequence[Sample]) -> list[charts.Section]:
         bins_n,
         width=(xs[-1] / _BINS) or 1.0,
     )
-    note = f"{len(samples):,} points, recorded once a second during the run (thinned when long)."
     return [
         charts.Section(titles[0], rate, note),
         charts.Section(titles[1], flight),
@@ -150,12 +162,14 @@ def _waiting_spans(samples: Sequence[Sample], xs: Sequence[float]) -> list[tuple
     return spans
 
 
-def _bin(xs: Sequence[float], ns: Sequence[int], span: float) -> tuple[list[float], list[int]]:
-    width = span / _BINS or 1.0
-    counts = [0] * _BINS
+def _bin(
+    xs: Sequence[float], ns: Sequence[int], span: float, bins: int
+) -> tuple[list[float], list[int]]:
+    width = span / bins or 1.0
+    counts = [0] * bins
     for x, n in zip(xs, ns, strict=True):
-        counts[min(_BINS - 1, int(x / width))] += n
-    return [i * width + width / 2 for i in range(_BINS)], counts
+        counts[min(bins - 1, int(x / width))] += n
+    return [i * width + width / 2 for i in range(bins)], counts
 
 
 def _latency_section(latency: LatencyHistogram) -> charts.Section:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from uploader.rates import rate_text
 from uploader.report import exit_code
 
 __all__ = ["RejectLine", "read_rejects", "render_markdown", "write_summary"]
@@ -86,7 +87,7 @@ def render_markdown(
     if report.get("error"):
         lines += [f"**Error:** {_cell(report['error'])}", ""]
     rows, batches = report.get("rows", {}), report.get("batches", {})
-    elapsed, rate = float(report.get("elapsed_s") or 0), float(report.get("rows_per_s") or 0)
+    elapsed, rate = float(report.get("elapsed_s") or 0), report.get("rows_per_s")
     lines += ["### Rows", ""]
     lines += _table(
         [k.replace("_", " ") for k in _ROW_KEYS], [[_n(rows.get(k)) for k in _ROW_KEYS]]
@@ -95,7 +96,7 @@ def render_markdown(
     lines += _table(list(_BATCH_KEYS), [[_n(batches.get(k)) for k in _BATCH_KEYS]])
     lines += [
         "",
-        f"Sent {_n(report.get('bytes_submitted'))} bytes in {elapsed:,.1f} s: {rate:,.1f} rows/s.",
+        f"Sent {_n(report.get('bytes_submitted'))} bytes in {elapsed:,.1f} s: {rate_text(rate)}.",
         "",
     ]
     lines += _rejects(report, first_rejects)

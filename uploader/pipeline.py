@@ -581,6 +581,7 @@ async def _run(
                 latencies = tuple(run.submitter.stats.latencies_s)
             try:
                 pacing = _pacing_summary(run)
+                _limit_summary(run)
             except UploaderError as exc:  # a full disk, most likely: said below
                 run.crash(exc)
     except Exception as exc:  # before the stages ran, or while they were set up
@@ -773,6 +774,26 @@ def _pacing_summary(run: _Run) -> dict[str, Any] | None:
     return summary
 
 
+def _limit_summary(run: _Run) -> None:
+    """The adaptive limit as the report shows it (``submit_limit``), over every run of the job.
+
+    Kept in the journal, so that a resumed run and ``uploader status`` add to it.
+    """
+    limiter, journal = run.submitter.limiter, run.journal
+    earlier = journal.get_meta("submit_limit") or {}
+    lows = [low for low in (earlier.get("lowest"), limiter.lowest) if low is not None]
+    journal.set_meta(
+        "submit_limit",
+        {
+            "concurrency": limiter.max_limit,
+            "adaptive": run.settings.submit.adaptive,
+            "peak_in_flight": max(int(earlier.get("peak_in_flight", 0)), limiter.peak_in_flight),
+            "lowered": int(earlier.get("lowered", 0)) + limiter.decreases,
+            "lowest": min(lows) if lows else None,
+        },
+    )
+
+
 def _iso(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
 
@@ -793,12 +814,15 @@ def _snapshot(run: _Run) -> dict[str, Any]:
         "rows_known": run.rows_known,
         "rows_sent": stats.rows_sent,
         "rows_accepted": stats.rows_accepted,
+        "batches_accepted": len(stats.accepted_seqs),  # once each, resumed ones too
         "open": len(run.open),
         "unsent": len(run.unsent),
         "following": run.poller.following,
         "limit": limiter.limit,
         "limit_max": limiter.max_limit,
         "in_flight": limiter.in_flight,
+        "limit_waiting": limiter.waiting,  # submits held back by the limit now
+        "limit_lowered": limiter.decreases,  # times throttling lowered it, this run
         "throttles": limiter.throttles,  # this run's 429 and 503 answers
         "throttled": run.throttled_before + limiter.throttles,  # as report.json counts them
         "waiting": run.pacer.waiting,

@@ -9,8 +9,11 @@ on a timer, so display never slows a stage down. CI logs get one line every
 - rows sent: rows of batches whose body reached the server, once however often resent;
 - rows accepted: rows of batches the server accepted, once however often resent, and
   their rate over the last minute, which gives the ETA (until every row is accepted);
-- in flight: submits on the wire under the adaptive limit, which throttling lowers
-  and success raises up to ``--concurrency``;
+  no rate ("-") while that window is under a second or holds fewer than two batches;
+- in flight: submits on the wire now; with the adaptive limit (the most submits
+  allowed on the wire: half of ``--concurrency`` at the start, one more per
+  accepted submit up to ``--concurrency``, lowered by throttling) only when it
+  holds submits back or throttling lowered it, so a run of a few batches shows none;
 - throttled: HTTP 429 and 503 answers, counted as ``requests.throttled`` in the report.
 """
 
@@ -32,6 +35,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column
 
 from uploader.logs import json_line
+from uploader.rates import rate_text, rows_per_s
 
 __all__ = ["LOG_EVERY_S", "eta_s", "every", "progress_display", "rows_total"]
 
@@ -63,18 +67,22 @@ RATE_WINDOW_S = 60.0  # the rate behind the ETA: rows accepted over the last min
 
 
 class _Rate:
-    """Rows accepted per second, measured over the last ``RATE_WINDOW_S``."""
+    """Rows accepted per second, measured over the last ``RATE_WINDOW_S``.
+
+    None while that window is too short to measure (``rates.rows_per_s``): under
+    a second, or fewer than two batches accepted in it.
+    """
 
     def __init__(self) -> None:
-        self._points: deque[tuple[float, int]] = deque()
+        self._points: deque[tuple[float, int, int]] = deque()
 
-    def update(self, now: float, rows: int) -> float | None:
+    def update(self, now: float, s: dict[str, Any]) -> float | None:
         points = self._points
-        points.append((now, rows))
+        points.append((now, int(s["rows_accepted"]), int(s["batches_accepted"])))
         while len(points) > 2 and now - points[1][0] >= RATE_WINDOW_S:
             points.popleft()
-        (t0, r0), (t1, r1) = points[0], points[-1]
-        return (r1 - r0) / (t1 - t0) if t1 > t0 else None
+        (t0, r0, b0), (t1, r1, b1) = points[0], points[-1]
+        return rows_per_s(r1 - r0, t1 - t0, b1 - b0)
 
 
 def rows_total(s: dict[str, Any]) -> int | None:
@@ -117,7 +125,14 @@ def _duration(seconds: float) -> str:
 
 
 def _in_flight(s: dict[str, Any]) -> str:
-    return f"in flight {s['in_flight']} (adaptive limit {s['limit']} of {s['limit_max']})"
+    """Submits on the wire; the limit only when it holds some back or throttling lowered it."""
+    text = f"in flight {s['in_flight']}"
+    limit, ceiling = s["limit"], s["limit_max"]
+    if s.get("limit_lowered") and limit < ceiling:
+        return text + f" (limit {limit} of {ceiling}, lowered by throttling)"
+    if s.get("limit_waiting"):
+        return text + f" (limit {limit} of {ceiling} reached)"
+    return text
 
 
 def _eta_text(s: dict[str, Any], rate: float | None) -> str:
@@ -133,7 +148,7 @@ def _line(s: dict[str, Any], elapsed: float, rate: float | None) -> str:
     text = (
         f"[{elapsed:7.1f}s] {_input(s)}; batches {s['batches_final']} final of "
         f"{s['batches_known']} known ({s['batches_failed']} failed); rows {s['rows_sent']:,} "
-        f"sent, {s['rows_accepted']:,} accepted ({rate or 0:,.0f}/s); {_in_flight(s)}; "
+        f"sent, {s['rows_accepted']:,} accepted ({rate_text(rate, digits=0)}); {_in_flight(s)}; "
         f"throttled (429/503) {s['throttled']}; {_eta_text(s, rate)}"
     )
     return text + (f"; {s['waiting']}" if s.get("waiting") else "")
@@ -165,11 +180,11 @@ async def _log_lines(
     started = time.monotonic()
     rate = _Rate()
     # The first point is the start: the first line, 10 s in, already has a rate.
-    rate.update(started, snapshot()["rows_accepted"])
+    rate.update(started, snapshot())
 
     def show() -> None:
         s, now = snapshot(), time.monotonic()
-        line = _line(s, now - started, rate.update(now, s["rows_accepted"]))
+        line = _line(s, now - started, rate.update(now, s))
         if as_json:
             line = json_line("info", "progress", line, elapsed_s=round(now - started, 3), **s)
         print(line, file=stream, flush=True)
@@ -201,7 +216,7 @@ async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
 
     def refresh() -> None:
         s = snapshot()
-        now_rate = rate.update(time.monotonic(), s["rows_accepted"])
+        now_rate = rate.update(time.monotonic(), s)
         size, done = s.get("input_bytes_total"), s["chunk_done"]
         got = size if done and size else (s.get("input_bytes_read") or 0)
         bars.update(
@@ -220,7 +235,8 @@ async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
             if total
             else f"{s['rows_accepted']:,} rows",
             extra=s.get("waiting")
-            or f"{s['rows_sent']:,} sent, {now_rate or 0:,.0f}/s; {_eta_text(s, now_rate)}",
+            or f"{s['rows_sent']:,} sent, {rate_text(now_rate, digits=0)}; "
+            f"{_eta_text(s, now_rate)}",
         )
         bars.update(
             final,

@@ -29,6 +29,7 @@ from typing import IO, Any
 from rich import filesize
 
 from uploader.journal import BatchRecord
+from uploader.rates import basis_rate, rate_basis, rate_text
 from uploader.states import BatchState
 
 __all__ = [
@@ -144,6 +145,7 @@ def build_report(
     repeated_ids: Mapping[str, Any] | None = None,
     outcome: str | None = None,
     started_at: float | None = None,
+    submit_limit: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report.json document (SPEC section 4 keys first, then extras).
 
@@ -167,6 +169,9 @@ def build_report(
         status = "incomplete" if error_exit == EXIT_CODES["incomplete"] else "error"
     finished = datetime.now(UTC).timestamp() if finished_at is None else finished_at
     settings = _without_secrets(dict(settings_summary or {}))
+    accepted = [b for b in batches if b.accepted_at is not None]
+    # rows_per_s: rows of the batches Target accepted, over the run's active time.
+    basis = rate_basis(sum(b.rows for b in accepted), len(accepted), elapsed_s)
     report: dict[str, Any] = {
         "job_id": job_id,
         "status": status,
@@ -190,7 +195,8 @@ def build_report(
         # Bodies that reached the server, resends included (refused connections are not).
         "bytes_submitted": int(counters.get("bytes_sent", 0)),
         "elapsed_s": round(elapsed_s, 3),
-        "rows_per_s": round(rows.submitted / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+        "rows_per_s": basis_rate(basis),
+        "rate_basis": basis,
         "outputs": {"rejects": None, "failed_rows": None, "journal": None, **outputs},
         "exit_code": error_exit if error is not None else EXIT_CODES[status],
         "error": error,
@@ -213,6 +219,7 @@ def build_report(
         "settings": settings,
         "pacing": dict(pacing) if pacing else None,
         "shard": dict(shard) if shard else None,
+        "submit_limit": dict(submit_limit) if submit_limit else None,
     }
     return report
 
@@ -540,8 +547,11 @@ def render_summary(report: Mapping[str, Any]) -> str:
         _line("batches", batches, tuple(batches)),
         _line("requests", requests, _REQUESTS),
         f"{'sent':<10}{filesize.decimal(report['bytes_submitted'])} in "
-        f"{_human_duration(report['elapsed_s'])}, {report['rows_per_s']:,.1f} rows/s",
+        f"{_human_duration(report['elapsed_s'])}, {rate_text(report['rows_per_s'])}",
     ]
+    limit = report.get("submit_limit")
+    if limit:
+        lines.append(f"{'limit':<10}{_limit_line(limit)}")
     outputs = [(k, v) for k, v in report.get("outputs", {}).items() if v]
     for i, (name, value) in enumerate(outputs):
         lines.append(f"{'outputs' if i == 0 else '':<10}{name:<13}{value}")
@@ -611,6 +621,18 @@ def _count(n: Any, noun: str) -> str:
 def _line(label: str, values: Mapping[str, Any], keys: Sequence[str]) -> str:
     cells = "  ".join(f"{k.replace('_', ' ')} {int(values.get(k, 0)):,}" for k in keys)
     return f"{label:<10}{cells}"
+
+
+def _limit_line(limit: Mapping[str, Any]) -> str:
+    """The adaptive limit in one line: how many submits were on the wire at most, and why."""
+    text = f"in flight at most {limit['peak_in_flight']} of --concurrency {limit['concurrency']}"
+    if not limit.get("adaptive", True):
+        return text + " (a fixed limit: submit.adaptive = false)"
+    lowered = int(limit.get("lowered") or 0)
+    if not lowered:
+        return text + "; the limit was never lowered by throttling"
+    times = "once" if lowered == 1 else f"{lowered} times"
+    return text + f"; throttling lowered the limit {times}, to {limit['lowest']} at the lowest"
 
 
 def _pacing_line(p: Mapping[str, Any]) -> str:

@@ -132,9 +132,11 @@ class AdaptiveLimiter:
         self.limit = max(min_limit, min(max_limit, start))
         self.probe_factor = probe_factor
         self.in_flight = 0
-        self.peak_in_flight = 0
+        self.peak_in_flight = 0  # most requests on the wire at once
+        self.waiting = 0  # requests waiting now for room under the cap
         self.throttles = 0
-        self.decreases = 0
+        self.decreases = 0  # times throttling lowered the cap
+        self.lowest: int | None = None  # the lowest cap throttling left; None: never lowered
         self._slow_start = True
         self._successes = 0
         self._generation = 0
@@ -144,7 +146,11 @@ class AdaptiveLimiter:
     async def slot(self) -> AsyncIterator[Slot]:
         """Wait for room under the current cap; the body is one request."""
         async with self._changed:
-            await self._changed.wait_for(lambda: self.in_flight < self.limit)
+            self.waiting += 1
+            try:
+                await self._changed.wait_for(lambda: self.in_flight < self.limit)
+            finally:
+                self.waiting -= 1
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             slot = Slot(self._generation, self.in_flight)
@@ -177,9 +183,12 @@ class AdaptiveLimiter:
         self.throttles += 1
         self._slow_start = False
         self._successes = 0
+        before = self.limit
         if generation == self._generation:
             self._generation += 1
-            self.decreases += 1
             self.limit = max(self.min_limit, min(self.limit - 1, admitted_with - 1))
+            self.decreases += self.limit < before  # not at the floor (or a fixed cap) already
         else:  # same burst: only what this request adds
             self.limit = max(self.min_limit, min(self.limit, admitted_with - 1))
+        if self.limit < before:
+            self.lowest = self.limit if self.lowest is None else min(self.lowest, self.limit)

@@ -338,6 +338,7 @@ def write_outputs(
         shard=shard_section(chunk),
         outcome=outcome,
         started_at=journal.get_meta("started_at"),
+        submit_limit=journal.get_meta("submit_limit"),
     )
     report_path = settings.run.report or work_dir / "report.json"
     try:
