@@ -39,9 +39,10 @@ def combine(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One accounting for several runs (the shards of one load).
 
     Counts are summed; ``elapsed_s`` is the longest run (shards run side by
-    side) and ``rows_per_s`` the rows accepted over it (see ``rates``). The exit code is the
-    most urgent of the runs' (4, then 2, 3, 1, 0). Shards of one ``N`` that
-    are missing from the list are named in ``warnings``.
+    side) and ``rows_per_s`` the rows accepted over it (``rates``: their
+    ``rate_basis`` added up). The exit code is the most urgent of the runs'
+    (4, then 2, 3, 1, 0). Shards of one ``N`` that are missing from the list
+    are named in ``warnings``.
     """
     codes = [int(r["exit_code"]) for r in reports]
     code = next(c for c in (*_COMBINED_PRECEDENCE, *codes) if c in codes)

@@ -175,7 +175,7 @@ def _execute(
         )
     except UploaderError as exc:
         if exc.exit_code == 2:
-            report = _error_report(job_id, work_dir, settings, str(exc))
+            report = _error_report(job_id, settings, str(exc))
             _publish(report, settings, input_name, work_dir, files, started=False)
         raise
     _publish(outcome.report, settings, input_name, work_dir, files)
@@ -231,7 +231,7 @@ def _publish(
     )
 
 
-def _error_report(job_id: str, work_dir: Path, settings: Settings, message: str) -> dict[str, Any]:
+def _error_report(job_id: str, settings: Settings, message: str) -> dict[str, Any]:
     """The report of a run that stopped with exit 2 before it started; returns it.
 
     Written only at ``--report PATH``, and only into a directory that exists:
