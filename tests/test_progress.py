@@ -99,6 +99,7 @@ async def test_bars_on_an_80_column_terminal_keep_names_and_counts_whole(
     assert max(len(line) for line in lines) <= 80
     assert any(line.startswith("accepted  ") and "1,500/7,500 rows " in line for line in lines)
     assert any(line.startswith("final     ") and "3/7 known batches " in line for line in lines)
+    assert all(line.endswith(" 0:00:00") for line in lines)  # a long text never hides the time
 
 
 def test_eta_from_the_measured_rate_and_the_input_share() -> None:

@@ -196,17 +196,26 @@ async def _log_lines(
 @contextlib.asynccontextmanager
 async def _bars(snapshot: Snapshot, stream: TextIO) -> AsyncIterator[None]:
     # On a narrow terminal (80 columns) only the free text gives way, cut with an
-    # ellipsis: names and counts stay whole.
+    # ellipsis: names, bars, counts and the time stay whole. Its width is capped,
+    # or a long text would make rich shrink every column, names included.
+    console = Console(file=stream)
+    others = 9 + 16 + 19 + 7 + 4  # name, bar, count, elapsed, the spaces between
     bars = Progress(
         TextColumn("{task.description:<9}", table_column=Column(no_wrap=True, min_width=9)),
         BarColumn(bar_width=16),
         TextColumn("{task.fields[count]}", table_column=Column(no_wrap=True, min_width=19)),
         TextColumn(
             "{task.fields[extra]}",
-            table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1, min_width=10),
+            table_column=Column(
+                no_wrap=True,
+                overflow="ellipsis",
+                ratio=1,
+                min_width=10,
+                max_width=max(10, console.width - others),
+            ),
         ),
         TimeElapsedColumn(),
-        console=Console(file=stream),
+        console=console,
         transient=False,
     )
     read = bars.add_task("input", total=None, count="", extra="")
