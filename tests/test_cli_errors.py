@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import EmulatorFactory
 from uploader.gen import generate_export
 
@@ -254,3 +256,17 @@ async def test_emulator_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
         r = await uploader("emulator", "--port", str(port), cwd=tmp_path)
     assert_one_error_line(r, 2, f"cannot listen on 127.0.0.1 port {port}: Address already in use")
     assert r.lines == [f"{ERROR}cannot listen on 127.0.0.1 port {port}: Address already in use"]
+
+
+def test_ctrl_c_while_starting_up_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during the imports of the commands: no traceback, exit 3 (nothing happened)."""
+    from uploader import cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["status", "w"]) == 3
+    assert capsys.readouterr().err == "uploader: interrupted\n"

@@ -642,7 +642,11 @@ def _print_error(ns: argparse.Namespace, event: str, message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports the commands: long enough to be interrupted
+    except KeyboardInterrupt:
+        print("uploader: interrupted", file=sys.stderr)
+        return EXIT_INCOMPLETE
     ns = parser.parse_args(argv)
     level = logging.DEBUG if ns.debug else logging.INFO if ns.verbose else logging.WARNING
     configure_logging(level, getattr(ns, "log_format", None) or "text")
