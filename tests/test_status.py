@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from tests.conftest import EmulatorFactory
 from tests.test_cli_errors import small_export, uploader
 from uploader.combine import combine, render_combined
+from uploader.gen import generate_export
 from uploader.journal import Journal
 from uploader.workdir import locked
 
@@ -136,6 +138,34 @@ async def test_status_says_why_a_run_stopped(
         "hint      the last run ended without writing its end (killed, or the machine "
         "stopped): re-run the same command to continue"
     )
+
+
+async def test_an_input_error_found_after_batches_went_out_says_so(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    """A truncated gzip read without the pre-pass (--unique-ids): exit 2, naming what was sent;
+    status --refresh then follows those batches and keeps the error."""
+    emu = await emulator_factory()
+    data = generate_export(tmp_path / "full.csv.gz", 5000, seed=2, gzip=True).path.read_bytes()
+    (tmp_path / "export.csv.gz").write_bytes(data[: len(data) * 6 // 10])
+    r = await uploader(
+        "run", "export.csv.gz", "--client", "demo", "--base-url", emu.base_url, "--work-dir",
+        "w", "--unique-ids", "--max-batch-rows", "100", "--progress", "none", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.code == 2
+    found = re.fullmatch(
+        r"uploader: error: export\.csv\.gz:\d+: cannot read: .*; (\d+) batches \(([\d,]+) rows\) "
+        r"had been sent before this was found: they stay in the journal "
+        r"\(`uploader status w --refresh` follows them\)",
+        r.stderr.strip(),
+    )
+    assert found, r.stderr
+    sent = int(found[1])
+    assert sent == emu.stats()["batches_accepted"] and int(found[2].replace(",", "")) == sent * 100
+    s = await uploader("status", "w", "--refresh", "--json", cwd=tmp_path)
+    after = json.loads(s.stdout)
+    assert (s.code, after["stopped_by"], after["rows"]["successful"]) == (2, "error", sent * 100)
+    assert after["error"] == r.stderr.strip().removeprefix("uploader: error: ")
 
 
 def test_combined_lines_keep_long_job_ids_apart() -> None:

@@ -417,6 +417,21 @@ def _anything_sent(run: _Run) -> bool:
         return True
 
 
+def _already_sent(run: _Run) -> str:
+    """For an input error found part-way (a truncated file with --unique-ids): what went out."""
+    try:
+        sent = [b for b in run.journal.batches() if b.batch_id or b.outcome_unknown]
+    except UploaderError:
+        return ""
+    if not sent:
+        return ""
+    return (
+        f"; {len(sent)} batches ({sum(b.rows for b in sent):,} rows) had been sent before "
+        f"this was found: they stay in the journal (`uploader status {run.journal.path.parent} "
+        "--refresh` follows them)"
+    )
+
+
 def _changed(record: BatchRecord, journal: Journal) -> str:
     return (
         f"the input changed since the last run: batch {record.seq:06d} (input lines "
@@ -453,7 +468,8 @@ def _classify(exc: BaseException, *, sent: bool) -> tuple[str, int]:
 def _ending(run: _Run, status: str) -> tuple[str | None, int]:
     """Why the run ended, when it was not a plain finish: (message, exit code)."""
     if run.crashed is not None:
-        return _classify(run.crashed, sent=_anything_sent(run))
+        message, code = _classify(run.crashed, sent=_anything_sent(run))
+        return message + (_already_sent(run) if code == 2 else ""), code
     if run.fatal is not None:
         return str(run.fatal), 2
     if run.lost is not None:
@@ -691,6 +707,8 @@ async def _drive(
         chunk_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await chunk_task
+    if run.crashed is not None or run.fatal is not None or run.lost is not None:
+        outcome = "error"  # not a Ctrl-C: the stop the stages asked for themselves
     try:
         journal.set_meta("last_outcome", outcome)
     except StorageError as exc:

@@ -108,6 +108,8 @@ def _write(journal: Journal, settings: Settings, work_dir: Path) -> None:
     settled = bool(journal.get_meta("chunk_done")) and all(b.is_final for b in batches)
     outcome = "done" if settled else journal.get_meta("last_outcome") or "killed"
     journal.set_meta("last_outcome", outcome)
+    # What ended the run (an input error found part-way...) still stands until it is done.
+    ended = journal.get_meta("last_exit") or {}
     write_outputs(
         journal,
         settings,
@@ -115,5 +117,7 @@ def _write(journal: Journal, settings: Settings, work_dir: Path) -> None:
         str(journal.get_meta("job_id", work_dir.name)),
         time.time(),  # adds no running time
         outcome,
+        None if settled else ended.get("error"),
+        error_exit=int(ended.get("exit_code") or 2),
         pacing=journal.get_meta("pacing"),
     )

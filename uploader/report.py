@@ -232,6 +232,7 @@ _STOPPED_BY = {
     "timeout": "status_timeout",
     "paused": "pacing",
     "killed": "killed",
+    "error": "error",
 }
 
 
