@@ -464,3 +464,18 @@ async def test_the_poller_write_lets_the_loop_run_between_commits(journal: Journ
     await task
     assert during >= 10  # the ticker ran between every two commits
     assert len(journal.profile_errors()) == 10 * PROFILE_ERRORS_PER_STEP
+
+
+def test_error_ids_are_those_listed_as_errors_of_a_complete_batch(journal: Journal) -> None:
+    status = _accepted_with_errors(journal, 3)
+    pending = FakeStatus(
+        RemoteStatus.COMPLETE, profiles=(*status.profiles, FakeProfile("W", "pending"))
+    )
+    steps = journal.record_status_steps(1, pending, per_step=2)
+    next(steps)
+    next(steps)  # two errors written, the batch still accepted: none count yet
+    assert journal.error_ids(1) == set()
+    for _ in steps:
+        pass
+    assert journal.error_ids(1) == {"P00000", "P00001", "P00002"}
+    assert journal.error_ids(2) == set()

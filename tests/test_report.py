@@ -376,9 +376,15 @@ def test_failed_csv_holds_failed_batches_and_per_profile_errors(tmp_path: Path) 
         rec(2, S.COMPLETE, rows=3, successful=1, failed=2),
         rec(3, S.FAILED, rows=1),
     ]
-    errors = [(2, "C3", "error", "bad"), (2, "C4", "error", None), (2, "C2", "pending", None)]
+    asked: list[int] = []
+
+    def error_ids(seq: int) -> set[str]:
+        asked.append(seq)
+        return {"C3", "C4"} if seq == 2 else set()
+
     path = tmp_path / "failed.csv"
-    n = write_failed_csv(path, batches, errors, read_rows, ["customer_id", "Tier", "LTV"])
+    n = write_failed_csv(path, batches, error_ids, read_rows, ["customer_id", "Tier", "LTV"])
+    assert asked == [1, 2]  # complete batches only, one at a time
     assert n == 3
     assert opened == ["/w/batches/batch-000002.txt", "/w/batches/batch-000003.txt"]
     assert path.read_bytes() == (b'customer_id,Tier,LTV\r\nC3,,\r\nC4,"say ""hi""",4\r\nC5,x,5\r\n')
@@ -392,7 +398,9 @@ def test_failed_csv_absent_when_nothing_failed_and_stale_one_removed(tmp_path: P
     def read_rows(name: str) -> Iterator[list[str]]:
         raise AssertionError("no batch needs reading")
 
-    n = write_failed_csv(path, [rec(1, S.COMPLETE), rec(2, S.ACCEPTED)], [], read_rows, ["id"])
+    n = write_failed_csv(
+        path, [rec(1, S.COMPLETE), rec(2, S.ACCEPTED)], lambda _: set(), read_rows, ["id"]
+    )
     assert n == 0
     assert os.listdir(tmp_path) == []
 
@@ -402,7 +410,9 @@ def test_failed_csv_uses_the_input_delimiter(tmp_path: Path) -> None:
         yield from [["thirdPartyId", "a"], ["C1", "x;y"]]
 
     path = tmp_path / "failed.csv"
-    n = write_failed_csv(path, [rec(1, S.STUCK, rows=1)], [], read_rows, ["id", "a"], delimiter=";")
+    n = write_failed_csv(
+        path, [rec(1, S.STUCK, rows=1)], lambda _: set(), read_rows, ["id", "a"], delimiter=";"
+    )
     assert n == 1
     assert path.read_bytes() == b'id;a\r\nC1;"x;y"\r\n'
 

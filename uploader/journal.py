@@ -730,6 +730,15 @@ class Journal:
             rows = self._db.execute(sql + " ORDER BY e.seq, e.rowid", params).fetchall()
         return [(int(s), str(i), str(st), m) for s, i, st, m in rows]
 
+    def error_ids(self, seq: int) -> set[str]:
+        """Ids a complete batch's status answer listed with status ``error``."""
+        sql = (
+            "SELECT e.id FROM profile_errors e JOIN batches b ON b.seq = e.seq"
+            " WHERE e.seq = ? AND b.state = ? AND e.status = 'error'"
+        )
+        with self._read():
+            return {str(r[0]) for r in self._db.execute(sql, (seq, BatchState.COMPLETE.value))}
+
 
 def _create_private(path: Path) -> None:
     """Create the journal file owner-only before SQLite opens it.

@@ -20,7 +20,7 @@ import json
 import os
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -486,7 +486,7 @@ def _batch_detail(b: BatchRecord) -> str:
 def write_failed_csv(
     path: Path,
     batches: Sequence[BatchRecord],
-    profile_errors: Sequence[tuple[int, str, str, str | None]],
+    error_ids: Callable[[int], Collection[str]],
     read_rows: Callable[[str], Iterator[list[str]]],
     header_names: Sequence[str],
     *,
@@ -496,15 +496,13 @@ def write_failed_csv(
     """Write the rows to send again, in the input's layout; return how many.
 
     Whole batches that failed or got stuck, plus rows of complete batches
-    that the server listed with status ``error``. The file exists only when
-    it holds a row, so a stale one from an earlier run never misleads. It is
-    in the input's encoding and delimiter, so the same options read it back.
+    that the server listed with status ``error`` (``error_ids(seq)``, asked
+    one batch at a time: a server may list 100,000 per batch). The file
+    exists only when it holds a row, so a stale one from an earlier run never
+    misleads. It is in the input's encoding and delimiter, so the same
+    options read it back.
     """
     path = Path(path)
-    errors: dict[int, set[str]] = {}
-    for seq, pid, status, _ in profile_errors:
-        if status == "error":
-            errors.setdefault(seq, set()).add(pid)
     width = len(header_names)
     count = 0
     if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):
@@ -514,7 +512,7 @@ def write_failed_csv(
         writer.writerow(header_names)
         for b in batches:
             whole = b.state in _FAILED_STATES
-            ids = errors.get(b.seq) if b.state is BatchState.COMPLETE else None
+            ids = error_ids(b.seq) if b.state is BatchState.COMPLETE else None
             if not whole and not ids:
                 continue
             rows = read_rows(b.file)

@@ -297,7 +297,7 @@ def write_outputs(
         failed_rows = reporting.write_failed_csv(
             failed_path,
             batches,
-            journal.profile_errors(),
+            journal.error_ids,
             _read_rows,
             failed_header(chunk.get("header", []), batches, settings),
             delimiter=settings.input.delimiter,
