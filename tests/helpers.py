@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 from pathlib import Path
 from typing import Any
 
+from uploader.client import TargetClient
 from uploader.emulator import Emulator
 from uploader.pipeline import RunOutcome, run_pipeline
-from uploader.settings import Settings, load_settings
+from uploader.settings import Settings, TargetSettings, load_settings
 
 CLIENT = "acme"
 
@@ -71,6 +73,17 @@ def stored_profiles(emu: Emulator, ids: list[str], id_type: str = "thirdPartyId"
         if profile is not None:
             found[pid] = {k: v["value"] for k, v in profile["profileAttributes"].items()}
     return found
+
+
+async def fetched_profiles(base_url: str, ids: list[str]) -> dict[str, dict[str, str]]:
+    """id -> attribute values, fetched back over HTTP (an emulator in another process)."""
+    settings = TargetSettings(client=CLIENT, base_url=base_url)
+    async with TargetClient(settings) as client:
+        fetched = await asyncio.gather(*(client.fetch_profile(pid) for pid in ids))
+    return {
+        pid: {k: v["value"] for k, v in (p or {}).get("profileAttributes", {}).items()}
+        for pid, p in zip(ids, fetched, strict=True)
+    }
 
 
 def assert_store_matches(emu: Emulator, expected: dict[str, dict[str, str]]) -> None:

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CLIENT, expected_profiles, read_report, write_csv
-from uploader.client import TargetClient
-from uploader.settings import TargetSettings
+from tests.helpers import CLIENT, expected_profiles, fetched_profiles, read_report, write_csv
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -132,15 +130,7 @@ async def test_sigkill_at_any_phase_loses_nothing(emulator_process: str, tmp_pat
     assert report["rows"]["pending"] == 0
 
     expected = expected_profiles(src)
-    settings = TargetSettings(client=CLIENT, base_url=emulator_process)
-    async with TargetClient(settings) as client:
-        ids = sorted(expected)
-        fetched = await asyncio.gather(*(client.fetch_profile(pid) for pid in ids))
-    stored = {
-        pid: {k: v["value"] for k, v in (p or {}).get("profileAttributes", {}).items()}
-        for pid, p in zip(ids, fetched, strict=True)
-    }
-    assert stored == expected
+    assert await fetched_profiles(emulator_process, sorted(expected)) == expected
 
 
 async def test_a_second_sigint_while_stopping_still_writes_the_report(

@@ -20,11 +20,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import EmulatorFactory
-from tests.helpers import CLIENT, FAST, read_report, stored_profiles, write_csv
-from uploader.client import TargetClient
+from tests.helpers import (
+    CLIENT,
+    FAST,
+    fetched_profiles,
+    read_report,
+    stored_profiles,
+    write_csv,
+)
 from uploader.emulator import Emulator, EmulatorConfig
 from uploader.pipeline import run_pipeline
-from uploader.settings import TargetSettings, load_settings
+from uploader.settings import load_settings
 
 HEADER = ["id", "tier", "score", "note"]
 VALUE = st.sampled_from(["", "", "gold", "silver", "a,b", "50%", "x&y=z", "é +"])
@@ -201,15 +207,7 @@ async def test_concurrency_8_faults_sigkill_and_resume_every_profile_exact(
     assert report["repeated_ids"]["max_rows_per_id"] == 3
 
     expected = sequential_model(rows)
-    settings = TargetSettings(client=CLIENT, base_url=faulty_emulator)
-    async with TargetClient(settings) as client:
-        ids = sorted(expected)
-        fetched = await asyncio.gather(*(client.fetch_profile(pid) for pid in ids))
-    stored = {
-        pid: {k: v["value"] for k, v in (p or {}).get("profileAttributes", {}).items()}
-        for pid, p in zip(ids, fetched, strict=True)
-    }
-    assert stored == expected
+    assert await fetched_profiles(faulty_emulator, sorted(expected)) == expected
 
 
 async def test_standard_input_is_folded_too(
