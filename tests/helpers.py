@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +87,25 @@ async def fetched_profiles(base_url: str, ids: list[str]) -> dict[str, dict[str,
         pid: {k: v["value"] for k, v in (p or {}).get("profileAttributes", {}).items()}
         for pid, p in zip(ids, fetched, strict=True)
     }
+
+
+@asynccontextmanager
+async def spawned_emulator(*flags: str) -> AsyncIterator[str]:
+    """The emulator command in its own process on a free port (it outlives a killed
+    uploader); yields its base URL and terminates it on exit."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "uploader", "emulator", "--port", "0", *flags,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    base_url = line.split()[3] if "listening on" in line else ""
+    assert base_url.startswith("http://127.0.0.1:"), line
+    try:
+        yield base_url
+    finally:
+        proc.terminate()
+        await proc.wait()
 
 
 def assert_store_matches(emu: Emulator, expected: dict[str, dict[str, str]]) -> None:

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CLIENT, expected_profiles, fetched_profiles, read_report, write_csv
+from tests.helpers import (
+    CLIENT,
+    expected_profiles,
+    fetched_profiles,
+    read_report,
+    spawned_emulator,
+    write_csv,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -26,20 +33,9 @@ ROWS, BATCH_ROWS = 3000, 100
 
 @pytest.fixture
 async def emulator_process() -> AsyncIterator[str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "uploader", "emulator", "--port", "0",
-        "--latency-ms", "40-80", "--apply-rate", "3000", "--seed", "1",
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-    base_url = line.split()[3] if "listening on" in line else ""
-    assert base_url.startswith("http://127.0.0.1:"), line
-    try:
+    flags = ("--latency-ms", "40-80", "--apply-rate", "3000", "--seed", "1")
+    async with spawned_emulator(*flags) as base_url:
         yield base_url
-    finally:
-        proc.terminate()
-        await proc.wait()
 
 
 def _export(tmp_path: Path) -> Path:

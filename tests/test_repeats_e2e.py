@@ -25,6 +25,7 @@ from tests.helpers import (
     FAST,
     fetched_profiles,
     read_report,
+    spawned_emulator,
     stored_profiles,
     write_csv,
 )
@@ -128,21 +129,11 @@ ROWS, BATCH_ROWS = 2400, 60
 
 @pytest.fixture
 async def faulty_emulator():  # type: ignore[no-untyped-def]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "uploader", "emulator", "--port", "0",
+    async with spawned_emulator(
         "--latency-ms", "5-120", "--error-rate", "0.1", "--drop-rate", "0.1",
         "--apply-order", "random", "--apply-rate", "4000", "--seed", "9",
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-    base_url = line.split()[3] if "listening on" in line else ""
-    assert base_url.startswith("http://127.0.0.1:"), line
-    try:
+    ) as base_url:  # fmt: skip
         yield base_url
-    finally:
-        proc.terminate()
-        await proc.wait()
 
 
 def _export(tmp_path: Path) -> tuple[Path, list[list[str]]]:
