@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
+from uploader.closing import Closing
 from uploader.errors import ConfigError, StorageError, UploaderError, storage_problem
 from uploader.redact import MIN_RUN, excerpt
 from uploader.states import BatchState, RemoteStatus, can_transition
@@ -250,7 +250,7 @@ class Sample:
     waiting: str | None = None
 
 
-class Journal:
+class Journal(Closing):
     """The SQLite journal of one run (one work dir).
 
     Each public write commits before returning, unless it runs inside
@@ -310,17 +310,6 @@ class Journal:
         """Close the connection; everything recorded is already committed."""
         with self._read():
             self._db.close()
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

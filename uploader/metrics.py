@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from uploader.closing import Closing
 from uploader.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ class _Collector:
             yield from _families(state, self._metrics.job_id)
 
 
-class RunMetrics:
+class RunMetrics(Closing):
     """The metrics of one run: an HTTP endpoint on loopback, a textfile, or both."""
 
     def __init__(
@@ -248,9 +249,3 @@ class RunMetrics:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-    def __enter__(self) -> RunMetrics:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -40,8 +40,9 @@ from itertools import chain, islice, tee
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from uploader.closing import Closing
 from uploader.errors import InputError
-from uploader.sources.stream import ClosingSource, is_url, open_url
+from uploader.sources.stream import is_url, open_url
 
 __all__ = ["BLOCK_ROWS", "ESCAPE", "CsvSource", "RecordBlock", "guess_encoding"]
 
@@ -202,7 +203,7 @@ def _text_encoding(encoding: str) -> str:
     return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
-class CsvSource(ClosingSource):
+class CsvSource(Closing):
     """An open export: its header, then its records in blocks.
 
     Opening reads the header, so every whole-input problem (unreadable file,

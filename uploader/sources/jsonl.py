@@ -16,10 +16,11 @@ from collections.abc import Iterator, Mapping
 from itertools import islice
 from typing import Any
 
+from uploader.closing import Closing
 from uploader.errors import InputError
 from uploader.source import BLOCK_ROWS, RecordBlock
 from uploader.sources.render import JsonNumber, render_value
-from uploader.sources.stream import ClosingSource, open_input
+from uploader.sources.stream import open_input
 
 __all__ = ["JsonLinesSource"]
 
@@ -27,7 +28,7 @@ __all__ = ["JsonLinesSource"]
 _decode = json.JSONDecoder(parse_float=JsonNumber, parse_int=JsonNumber).decode
 
 
-class JsonLinesSource(ClosingSource):
+class JsonLinesSource(Closing):
     """An open JSON Lines export, with the same shape as ``CsvSource``."""
 
     def __init__(self, name: str, *, storage_options: Mapping[str, Any] | None = None) -> None:

@@ -16,10 +16,11 @@ import io
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from uploader.closing import Closing
 from uploader.errors import InputError
 from uploader.source import BLOCK_ROWS, RecordBlock
 from uploader.sources.render import render_value
-from uploader.sources.stream import ClosingSource, open_input
+from uploader.sources.stream import open_input
 
 __all__ = ["ParquetSource"]
 
@@ -43,7 +44,7 @@ def _pyarrow() -> tuple[Any, Any, Any]:
     return pa, pc, pq
 
 
-class ParquetSource(ClosingSource):
+class ParquetSource(Closing):
     """An open Parquet export, with the same shape as ``CsvSource``."""
 
     header_line = 0  # no header line: records are numbered from 1

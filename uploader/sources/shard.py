@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from uploader.sources import Source
 
+from uploader.closing import Closing
 from uploader.settings import parse_shard
 from uploader.source import BLOCK_ROWS, RecordBlock
-from uploader.sources.stream import ClosingSource
 
 __all__ = ["ShardFilter", "parse_shard", "shard_of"]
 
@@ -44,7 +44,7 @@ class _ShardBlock(RecordBlock):
         return self.whole.record_text(line)
 
 
-class ShardFilter(ClosingSource):
+class ShardFilter(Closing):
     """A source that yields only the records of one shard; ``skipped`` counts the others."""
 
     def __init__(self, source: Source, shard: tuple[int, int], id_column: str | None) -> None:

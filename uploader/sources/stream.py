@@ -19,35 +19,16 @@ import re
 import sys
 import threading
 from collections.abc import Mapping
-from types import TracebackType
-from typing import IO, Any, BinaryIO, Self, cast
+from typing import IO, Any, BinaryIO, cast
 
 from uploader.errors import InputError
 
-__all__ = ["ClosingSource", "InputStream", "is_url", "object_identity", "open_input", "open_url"]
+__all__ = ["InputStream", "is_url", "object_identity", "open_input", "open_url"]
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # The pip extra that brings each scheme's filesystem, for the error message.
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}
 _EXTRAS |= {"abfss": "azure", "adl": "azure", "http": "", "https": ""}
-
-
-class ClosingSource:
-    """``with source:`` closes the source at the end, whatever its format."""
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def is_url(name: str) -> bool:

@@ -19,8 +19,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
+from uploader.closing import Closing
 from uploader.journal import JournalError
 from uploader.verify.compare import KEPT, CheckOutcome, Mismatch
 
@@ -64,7 +64,7 @@ def sample_rank(seed: int, pid: str) -> int:
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
-class VerifyStore:
+class VerifyStore(Closing):
     """A second connection to ``journal.sqlite`` for verify's own tables."""
 
     def __init__(self, path: Path) -> None:
@@ -84,17 +84,6 @@ class VerifyStore:
             self.flush()
         finally:
             self._db.close()
-
-    def __enter__(self) -> VerifyStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
