@@ -65,7 +65,7 @@ from uploader.responses import (
     submit_reader,
     submit_result,
 )
-from uploader.settings import TargetSettings
+from uploader.settings import Settings, TargetSettings
 from uploader.trust import status_request_url, storable_status_url, token_allowed
 from uploader.xmlread import XmlReader
 
@@ -328,6 +328,13 @@ class TargetClient:
     def redact(self) -> Redactor:
         """What removes the token (and any credential) from text a server sent."""
         return self._redactor
+
+    @classmethod
+    def for_settings(cls, settings: Settings, *, connections: int) -> TargetClient:
+        """A client of ``settings.target``; requests time out after ``submit.request_timeout_s``."""
+        return cls(
+            settings.target, connections=connections, timeout_s=settings.submit.request_timeout_s
+        )
 
     async def __aenter__(self) -> TargetClient:
         self._open()

@@ -581,11 +581,8 @@ async def _run(
     status, latencies = "error", tuple[float, ...]()
     pacing: dict[str, Any] | None = None
     try:
-        async with TargetClient(
-            settings.target,
-            connections=settings.submit.concurrency + settings.status.max_inflight,
-            timeout_s=settings.submit.request_timeout_s,
-        ) as client:
+        connections = settings.submit.concurrency + settings.status.max_inflight
+        async with TargetClient.for_settings(settings, connections=connections) as client:
             run = _Run(settings, journal, client, sleep=sleep, clock=clock)
             monitor.attach(lambda: _snapshot(run), run.submitter.stats.latencies_s)
             try:

@@ -63,11 +63,8 @@ async def refresh_work_dir(
         open_batches = journal.batches(BatchState.ACCEPTED)
         counts = {"complete": 0, "stuck": 0, "incomplete": 0, "errors": 0}
         if open_batches:
-            async with TargetClient(
-                settings.target,
-                connections=settings.status.max_inflight,
-                timeout_s=settings.submit.request_timeout_s,
-            ) as client:
+            connections = settings.status.max_inflight
+            async with TargetClient.for_settings(settings, connections=connections) as client:
                 calls = asyncio.Semaphore(settings.status.max_inflight)
                 results = await asyncio.gather(
                     *(_ask(client, journal, b, calls) for b in open_batches)

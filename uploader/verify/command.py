@@ -318,11 +318,7 @@ async def _check(
     sleep: Sleep | None,
     install_signals: bool,
 ) -> Checker:
-    async with TargetClient(
-        settings.target,
-        connections=opts.concurrency,
-        timeout_s=settings.submit.request_timeout_s,
-    ) as client:
+    async with TargetClient.for_settings(settings, connections=opts.concurrency) as client:
         checker = Checker(
             client,
             store,
