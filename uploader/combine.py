@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rich import filesize
-
-from uploader.rates import basis_rate, rate_basis, rate_text
-from uploader.report import _human_duration, _line  # the summary's own styles
+from uploader.rates import basis_rate, rate_basis
+from uploader.summary_lines import counts_line, sent_line
 
 __all__ = ["combine", "render_combined", "shard_section"]
 
@@ -105,12 +103,15 @@ def render_combined(combined: Mapping[str, Any], reports: Sequence[Mapping[str, 
     lines += [
         f"combined: {combined['status'].upper()} (exit {combined['exit_code']}), "
         f"{combined['runs']} runs",
-        _line("rows", rows, ("read", "rejected", "submitted")),
-        _line("", rows, ("successful", "failed", "not_found", "pending")),
-        _line("batches", batches, tuple(batches)),
-        f"{'sent':<10}{filesize.decimal(combined['bytes_submitted'])} in "
-        f"{_human_duration(combined['elapsed_s'])} (longest run), "
-        f"{rate_text(combined['rows_per_s'])}",
+        counts_line("rows", rows, ("read", "rejected", "submitted")),
+        counts_line("", rows, ("successful", "failed", "not_found", "pending")),
+        counts_line("batches", batches, tuple(batches)),
+        sent_line(
+            combined["bytes_submitted"],
+            combined["elapsed_s"],
+            combined["rows_per_s"],
+            " (longest run)",
+        ),
     ]
     lines += [f"{'warning':<10}{w}" for w in combined["warnings"]]
     return "\n".join(lines)

@@ -26,11 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from rich import filesize
-
 from uploader.journal import BatchRecord
-from uploader.rates import basis_rate, rate_basis, rate_text
+from uploader.rates import basis_rate, rate_basis
 from uploader.states import BatchState
+from uploader.summary_lines import counts_line, sent_line
 
 __all__ = [
     "EXIT_CODES",
@@ -541,12 +540,11 @@ def render_summary(report: Mapping[str, Any]) -> str:
     state = f"RUNNING (pid {pid})" if pid else f"{status.upper()} (exit {report['exit_code']})"
     lines = [
         f"uploader job {report['job_id']}: {state}",
-        _line("rows", rows, ("read", "rejected", *_folded(rows), "submitted")),
-        _line("", rows, ("successful", "failed", "not_found", "pending")),
-        _line("batches", batches, tuple(batches)),
-        _line("requests", requests, _REQUESTS),
-        f"{'sent':<10}{filesize.decimal(report['bytes_submitted'])} in "
-        f"{_human_duration(report['elapsed_s'])}, {rate_text(report['rows_per_s'])}",
+        counts_line("rows", rows, ("read", "rejected", *_folded(rows), "submitted")),
+        counts_line("", rows, ("successful", "failed", "not_found", "pending")),
+        counts_line("batches", batches, tuple(batches)),
+        counts_line("requests", requests, _REQUESTS),
+        sent_line(report["bytes_submitted"], report["elapsed_s"], report["rows_per_s"]),
     ]
     limit = report.get("submit_limit")
     if limit:
@@ -615,11 +613,6 @@ def repeats_line(found: Mapping[str, Any]) -> str:
 def _count(n: Any, noun: str) -> str:
     n = int(n or 0)
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
-
-
-def _line(label: str, values: Mapping[str, Any], keys: Sequence[str]) -> str:
-    cells = "  ".join(f"{k.replace('_', ' ')} {int(values.get(k, 0)):,}" for k in keys)
-    return f"{label:<10}{cells}"
 
 
 def _limit_line(limit: Mapping[str, Any]) -> str:
@@ -692,11 +685,3 @@ _STOP_HINTS = {
     ),
     None: "not finished: re-run the same command to continue",
 }
-
-
-def _human_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    m, s = divmod(round(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
