@@ -57,6 +57,16 @@ async def uploader(*args: str, cwd: Path, env: dict[str, str] | None = None) -> 
     return Result(proc.returncode, out.decode(), err.decode())
 
 
+async def run_in_w(
+    tmp_path: Path, source: str, base_url: str, *flags: str, env: dict[str, str] | None = None
+) -> Result:
+    """``uploader run SOURCE --client demo --base-url URL --work-dir w --progress none FLAGS``."""
+    return await uploader(
+        "run", source, "--client", "demo", "--base-url", base_url,
+        "--work-dir", "w", "--progress", "none", *flags, cwd=tmp_path, env=env,
+    )  # fmt: skip
+
+
 def assert_one_error_line(r: Result, code: int, text: str) -> str:
     """Exactly one line, which is the error, and it says ``text``."""
     assert "Traceback" not in r.stderr
@@ -95,19 +105,7 @@ async def test_missing_client(tmp_path: Path) -> None:
 async def test_empty_file_has_no_header(tmp_path: Path, emulator_factory: EmulatorFactory) -> None:
     emu = await emulator_factory()
     (tmp_path / "empty.csv").write_bytes(b"")
-    r = await uploader(
-        "run",
-        "empty.csv",
-        "--client",
-        "demo",
-        "--base-url",
-        emu.base_url,
-        "--work-dir",
-        "w",
-        "--progress",
-        "none",
-        cwd=tmp_path,
-    )
+    r = await run_in_w(tmp_path, "empty.csv", emu.base_url)
     assert_one_error_line(r, 2, "empty.csv: empty file (no header)")
     assert emu.stats()["submits"] == 0
     assert report(tmp_path / "w")["status"] == "error"
@@ -178,21 +176,7 @@ async def test_unreachable_server(tmp_path: Path) -> None:
     the same command continues once the server is reachable.
     """
     small_export(tmp_path)
-    r = await uploader(
-        "run",
-        "export.csv",
-        "--client",
-        "demo",
-        "--base-url",
-        "http://127.0.0.1:1",
-        "--max-attempts",
-        "1",
-        "--work-dir",
-        "w",
-        "--progress",
-        "none",
-        cwd=tmp_path,
-    )
+    r = await run_in_w(tmp_path, "export.csv", "http://127.0.0.1:1", "--max-attempts", "1")
     assert_one_error_line(r, 2, "cannot reach http://127.0.0.1:1: ")
     rep = report(tmp_path / "w")
     assert rep["status"] == "error"
@@ -205,19 +189,7 @@ async def test_unreachable_server(tmp_path: Path) -> None:
 async def test_401_without_token(tmp_path: Path, emulator_factory: EmulatorFactory) -> None:
     emu = await emulator_factory(token="s3cret")
     small_export(tmp_path)
-    r = await uploader(
-        "run",
-        "export.csv",
-        "--client",
-        "demo",
-        "--base-url",
-        emu.base_url,
-        "--work-dir",
-        "w",
-        "--progress",
-        "none",
-        cwd=tmp_path,
-    )
+    r = await run_in_w(tmp_path, "export.csv", emu.base_url)
     line = assert_one_error_line(r, 2, "401")
     assert "TARGET_PROFILE_TOKEN" in line
     assert emu.stats()["batches_accepted"] == 0
@@ -229,19 +201,8 @@ async def test_401_with_wrong_token_never_prints_it(
 ) -> None:
     emu = await emulator_factory(token="s3cret")
     small_export(tmp_path)
-    r = await uploader(
-        "run",
-        "export.csv",
-        "--client",
-        "demo",
-        "--base-url",
-        emu.base_url,
-        "--work-dir",
-        "w",
-        "--progress",
-        "none",
-        cwd=tmp_path,
-        env={"TARGET_PROFILE_TOKEN": "wrong-token-value"},
+    r = await run_in_w(
+        tmp_path, "export.csv", emu.base_url, env={"TARGET_PROFILE_TOKEN": "wrong-token-value"}
     )
     assert_one_error_line(r, 2, "401")
     assert "wrong-token-value" not in r.stderr + r.stdout
