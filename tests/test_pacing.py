@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from uploader.emulator import Emulator
 from uploader.errors import ConfigError
 from uploader.pacing import Pacer, PacingStop, ScaledClock, parse_window
 from uploader.pipeline import RunOutcome, run_pipeline
+from uploader.progress import every
 from uploader.states import RemoteStatus
 
 
@@ -130,22 +131,10 @@ def export(tmp_path: Path, rows: int) -> Path:
 
 
 def watcher(seen: list[dict[str, Any]]) -> Callable[[Any], Any]:
-    """A progress display that records every snapshot, every few milliseconds."""
+    """A progress display that records a snapshot every few milliseconds."""
 
-    @contextlib.asynccontextmanager
-    async def display(snapshot: Callable[[], dict[str, Any]]) -> AsyncIterator[None]:
-        async def tick() -> None:
-            while True:
-                seen.append(snapshot())
-                await asyncio.sleep(0.003)
-
-        task = asyncio.create_task(tick())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def display(snapshot: Callable[[], dict[str, Any]]) -> AbstractAsyncContextManager[None]:
+        return every(0.003, lambda: seen.append(snapshot()))
 
     return display
 
