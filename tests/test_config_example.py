@@ -6,36 +6,18 @@ import dataclasses
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
 
 from uploader.errors import ConfigError
-from uploader.settings import (
-    BatchSettings,
-    InputSettings,
-    PacingSettings,
-    RunSettings,
-    Settings,
-    StatusSettings,
-    SubmitSettings,
-    TargetSettings,
-    load_settings,
-)
+from uploader.settings import Settings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 # Fields that exist on the dataclasses but never come from a file.
 NOT_IN_FILE = {("target", "token"), ("run", "fresh")}
 SECTIONS = [f.name for f in dataclasses.fields(Settings)]
-CLASSES: dict[str, type[Any]] = {
-    "target": TargetSettings,
-    "input": InputSettings,
-    "batch": BatchSettings,
-    "submit": SubmitSettings,
-    "status": StatusSettings,
-    "run": RunSettings,
-    "pacing": PacingSettings,
-}
+CLASSES: dict[str, type[Any]] = {name: get_type_hints(Settings)[name] for name in SECTIONS}
 
 
 def _keys_by_section(text: str) -> dict[str, set[str]]:
