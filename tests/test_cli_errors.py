@@ -39,7 +39,10 @@ class Result:
         return [line for line in self.lines if line.startswith(ERROR)]
 
 
-async def uploader(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Result:
+async def uploader(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout_s: float = 60
+) -> Result:
+    """``python -m uploader ARGS`` in ``cwd``, without the token unless ``env`` gives one."""
     environ = {k: v for k, v in os.environ.items() if k != "TARGET_PROFILE_TOKEN"}
     environ.update(env or {})
     proc = await asyncio.create_subprocess_exec(
@@ -52,7 +55,7 @@ async def uploader(*args: str, cwd: Path, env: dict[str, str] | None = None) -> 
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.test_cli_errors import uploader
 from uploader import demo
 from uploader.gen import generate_export
 
@@ -25,21 +24,8 @@ VERIFIED = (
 
 
 async def run_demo(*args: str, cwd: Path) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "TARGET_PROFILE_TOKEN"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "uploader",
-        "demo",
-        *args,
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 90)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    r = await uploader("demo", *args, cwd=cwd, timeout_s=90)
+    return r.code, r.stdout, r.stderr
 
 
 def test_expected_lines_are_the_generators() -> None:
