@@ -225,3 +225,16 @@ async def test_check_shows_repeated_ids_and_what_they_fold_into(tmp_path: Path) 
     assert [s["line"] for s in f["sample"]] == [3, 5]  # rows sent as they are
     text = await uploader("check", str(path), cwd=tmp_path)
     assert "          id 'C1': 3 rows, lines 2, 4, 6" in text.stdout.splitlines()
+
+
+async def test_check_of_json_lines_names_its_keys(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"id": "J1", "tier": "gold"}\n{"id": "J2", "tier": null}\n')
+    r = await uploader("check", str(path), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert r.stdout.splitlines()[:4] == [
+        f"check {path} (jsonl)",
+        "columns   JSON key -> Target attribute",
+        "          id -> thirdPartyId  (the id)",
+        "          tier -> tier",
+    ]

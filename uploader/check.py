@@ -138,6 +138,10 @@ def _reject_examples(path: Path, encoding: str, show: int) -> dict[str, list[dic
     return out
 
 
+# What the left side of the column mapping is called in each input format.
+_COLUMN_WORD = {"csv": "CSV column", "jsonl": "JSON key", "parquet": "Parquet column"}
+
+
 def render_check(findings: dict[str, Any], *, show: int = 5) -> str:
     """The human-readable report of ``uploader check``."""
     f = findings
@@ -145,7 +149,8 @@ def render_check(findings: dict[str, Any], *, show: int = 5) -> str:
     if f["format"] == "csv":
         where += f", delimiter {f['delimiter']!r}, encoding {f['encoding']}"
     cols, rows, batches = f["columns"], f["rows"], f["batches"]
-    out = [f"check {f['input']} ({where})", "columns   CSV column -> Target attribute"]
+    source = _COLUMN_WORD.get(f["format"], "input column")
+    out = [f"check {f['input']} ({where})", f"columns   {source} -> Target attribute"]
     out.append(f"          {cols['id']['column']} -> {cols['id']['type']}  (the id)")
     out += [f"          {c['column']} -> {c['attribute']}" for c in cols["attributes"]]
     if cols["left_out"]:
