@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--work-dir", str(work), "--max-batch-rows", str(max(1, rows // 20)),
             )  # fmt: skip
             report = json.loads((work / "report.json").read_text())
-            submit_rows_per_s = float(report["rows_per_s"])
+            # None when the run was too short to measure a rate (uploader.rates)
+            submit_rows_per_s: float | None = report["rows_per_s"]
             result.cases.append(
                 {
                     "case": "uploader run (submit + follow to complete)",
