@@ -99,6 +99,20 @@ async def _kill_when(cmd: list[str], work: Path, phase: str) -> None:
         await proc.wait()
 
 
+async def _interrupted_once_accepted(
+    cmd: list[str], work: Path, *, stderr: int
+) -> asyncio.subprocess.Process:
+    """Start the command and send it SIGINT once its journal has a batch accepted."""
+    proc = await asyncio.create_subprocess_exec(*cmd, stderr=stderr)
+    for _ in range(3000):
+        states, _ = _journal_states(work)
+        if any(s == "accepted" for s, _ in states.values()):
+            break
+        await asyncio.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    return proc
+
+
 async def test_sigkill_at_any_phase_loses_nothing(emulator_process: str, tmp_path: Path) -> None:
     src, config, work = _export(tmp_path), _config(tmp_path), tmp_path / "work"
     cmd = _command(src, emulator_process, work, config)
@@ -138,13 +152,7 @@ async def test_a_second_sigint_while_stopping_still_writes_the_report(
     """
     src, config, work = _export(tmp_path), _config(tmp_path), tmp_path / "work"
     cmd = _command(src, emulator_process, work, config)
-    proc = await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.PIPE)
-    for _ in range(3000):
-        states, _ = _journal_states(work)
-        if any(s == "accepted" for s, _ in states.values()):
-            break
-        await asyncio.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc = await _interrupted_once_accepted(cmd, work, stderr=asyncio.subprocess.PIPE)
     await asyncio.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = await asyncio.wait_for(proc.communicate(), 30)
@@ -159,13 +167,7 @@ async def test_sigint_exits_3_and_the_same_command_finishes(
 ) -> None:
     src, config, work = _export(tmp_path), _config(tmp_path), tmp_path / "work"
     cmd = _command(src, emulator_process, work, config)
-    proc = await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.DEVNULL)
-    for _ in range(3000):
-        states, _ = _journal_states(work)
-        if any(s == "accepted" for s, _ in states.values()):
-            break
-        await asyncio.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc = await _interrupted_once_accepted(cmd, work, stderr=asyncio.subprocess.DEVNULL)
     assert await asyncio.wait_for(proc.wait(), 30) == 3
     stopped = read_report(work)
     assert (stopped["status"], stopped["stopped_by"]) == ("incomplete", "signal")
