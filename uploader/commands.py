@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from uploader import report as reporting
-from uploader.combine import combine, render_combined, shard_section
+from uploader.combine import combine, render_combined
 from uploader.errors import InputError, UploaderError
 from uploader.journal import Journal
 from uploader.logs import json_line
@@ -26,7 +26,7 @@ from uploader.progress import progress_display
 from uploader.report import EXIT_CODES
 from uploader.settings import Settings
 from uploader.sources.spool import Spool, discard_spool, spool_stdin
-from uploader.workdir import RunOutcome, check_ours, default_job_id, running_pid
+from uploader.workdir import RunOutcome, check_ours, default_job_id, journal_facts, running_pid
 
 __all__ = ["find_batch_files", "run_command", "status_command", "submit_command"]
 
@@ -96,15 +96,7 @@ def status_report(work_dir: Path) -> dict[str, Any]:
         target = (journal.get_meta("fingerprint") or {}).get("target") or {}
         report = reporting.build_report(
             job_id=journal.get_meta("job_id", work_dir.name),
-            batches=batches,
-            counters=journal.counters(),
-            rows_read=chunk.get("rows_read", sum(b.rows for b in batches)),
-            rejected_by_reason=rejected,
-            rows_folded=chunk.get("folded", 0),
-            repeated_ids=chunk.get("repeated_ids"),
-            chunking_done=bool(journal.get_meta("chunk_done")),
-            short_rows=int(chunk.get("short_rows", 0)),
-            input_warnings=chunk.get("warnings", []),
+            **journal_facts(journal, chunk, batches),
             elapsed_s=_elapsed(journal, running=pid is not None),
             outputs=(ended or {}).get("outputs")
             or {
@@ -118,10 +110,7 @@ def status_report(work_dir: Path) -> dict[str, Any]:
             error_exit=int(ended["exit_code"]) if ended else 2,
             settings_summary={k: target.get(k) for k in ("client", "api", "base_url")},
             pacing=journal.get_meta("pacing"),
-            shard=shard_section(chunk),
             outcome="running" if pid is not None else journal.get_meta("last_outcome") or "killed",
-            started_at=journal.get_meta("started_at"),
-            submit_limit=journal.get_meta("submit_limit"),
         )
     if pid is not None:
         report["running_pid"] = pid

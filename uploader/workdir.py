@@ -42,6 +42,7 @@ __all__ = [
     "default_job_id",
     "describe_batch_file",
     "fingerprint",
+    "journal_facts",
     "locked",
     "running_pid",
     "write_outputs",
@@ -266,6 +267,30 @@ def _storage_error(exc: OSError, path: Path) -> UploaderError:
     return storage_error(exc, path) or ConfigError(f"{exc.filename or path}: {exc.strerror or exc}")
 
 
+def journal_facts(
+    journal: Journal, chunk: dict[str, Any], batches: Sequence[BatchRecord]
+) -> dict[str, Any]:
+    """The ``build_report`` arguments the journal alone holds (``chunk``: its chunker record).
+
+    A run's end (``write_outputs``) and ``uploader status`` both build their
+    report from these, so the two count rows the same way.
+    """
+    return {
+        "batches": batches,
+        "counters": journal.counters(),
+        "rows_read": chunk.get("rows_read", sum(b.rows for b in batches)),
+        "rejected_by_reason": chunk.get("rejected", {}),
+        "rows_folded": chunk.get("folded", 0),
+        "repeated_ids": chunk.get("repeated_ids"),
+        "chunking_done": bool(journal.get_meta("chunk_done")),
+        "short_rows": int(chunk.get("short_rows", 0)),
+        "input_warnings": chunk.get("warnings", []),
+        "shard": shard_section(chunk),
+        "started_at": journal.get_meta("started_at"),
+        "submit_limit": journal.get_meta("submit_limit"),
+    }
+
+
 def write_outputs(
     journal: Journal,
     settings: Settings,
@@ -309,15 +334,7 @@ def write_outputs(
     rejects_path = work_dir / "rejects.csv"
     report = reporting.build_report(
         job_id=job_id,
-        batches=batches,
-        counters=journal.counters(),
-        rows_read=chunk.get("rows_read", sum(b.rows for b in batches)),
-        rejected_by_reason=rejected,
-        rows_folded=chunk.get("folded", 0),
-        repeated_ids=chunk.get("repeated_ids"),
-        chunking_done=bool(journal.get_meta("chunk_done")),
-        short_rows=int(chunk.get("short_rows", 0)),
-        input_warnings=chunk.get("warnings", []),
+        **journal_facts(journal, chunk, batches),
         elapsed_s=elapsed,
         outputs={
             "rejects": str(rejects_path) if sum(rejected.values()) else None,
@@ -335,10 +352,7 @@ def write_outputs(
             "base_url": settings.target.base_url,
         },
         pacing=pacing,
-        shard=shard_section(chunk),
         outcome=outcome,
-        started_at=journal.get_meta("started_at"),
-        submit_limit=journal.get_meta("submit_limit"),
     )
     report_path = settings.run.report or work_dir / "report.json"
     try:
