@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from tests.conftest import EmulatorFactory
-from tests.test_cli_errors import small_export, uploader
+from tests.test_cli_errors import run_in_w, small_export, uploader
 from uploader.combine import combine, render_combined
 from uploader.gen import generate_export
 from uploader.journal import Journal
@@ -74,8 +74,7 @@ async def test_no_wait_says_what_finishes_it(
 ) -> None:
     emu = await emulator_factory(apply_rate=1.0)  # batches stay incomplete for a while
     small_export(tmp_path)
-    args = ("run", "export.csv", "--client", "demo", "--base-url", emu.base_url, "--work-dir", "w")
-    r = await uploader(*args, "--no-wait", "--progress", "none", cwd=tmp_path)
+    r = await run_in_w(tmp_path, "export.csv", emu.base_url, "--no-wait")
     assert r.code == 3
     hint = (
         "hint      not final yet (--no-wait): run it again with --wait to follow the batches "
@@ -94,8 +93,7 @@ async def test_status_of_a_finished_run_is_its_report(
     src = small_export(tmp_path)
     with src.open("a") as f:
         f.write(",gold\n")  # one reject (missing_id): rejects.csv is named
-    args = ("run", "export.csv", "--client", "demo", "--base-url", emu.base_url, "--work-dir", "w")
-    r = await uploader(*args, "--progress", "none", cwd=tmp_path)
+    r = await run_in_w(tmp_path, "export.csv", emu.base_url)
     assert r.code == 1, r.stderr
     written = json.loads((tmp_path / "w" / "report.json").read_text())
     s = await uploader("status", "w", "--json", cwd=tmp_path)
@@ -113,8 +111,7 @@ async def test_status_says_why_a_run_stopped(
     """A status timeout, then a run killed without writing its end: each hint says which."""
     emu = await emulator_factory(apply_rate=1.0)  # batches stay incomplete for a while
     small_export(tmp_path)
-    args = ("run", "export.csv", "--client", "demo", "--base-url", emu.base_url, "--work-dir", "w")
-    r = await uploader(*args, "--status-timeout", "1", "--progress", "none", cwd=tmp_path)
+    r = await run_in_w(tmp_path, "export.csv", emu.base_url, "--status-timeout", "1")
     assert r.code == 3
     hint = (
         "hint      --status-timeout reached before every batch was final: re-run the same "
