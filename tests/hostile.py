@@ -22,6 +22,7 @@ misbehaves in one way per ``mode``:
 | ``echo_profile`` | behaves, but a fetched profile's values and dates echo our token |
 | ``garbled`` | every submit: broken HTTP whose bad header line echoes our ``Authorization`` |
 | ``listed_errors`` | complete; lists the even rows as errors echoing our token, and more ids |
+| ``uncounted_errors`` | complete; lists the even rows as errors, counts every row successful |
 
 A fetched profile (``uploader verify``) holds ``tier = gold`` for any id.
 
@@ -54,6 +55,7 @@ MODES = (
     "echo_profile",
     "garbled",
     "listed_errors",
+    "uncounted_errors",
 )
 PASSWORD = "hunter2-not-a-token"
 FLOOD_BYTES = 64 * 1024 * 1024 - 64
@@ -164,6 +166,9 @@ class HostileServer:
         if self.mode == "listed_errors":
             ids = self._ids.get(request.query.get("n", ""), [])
             return _xml(_listed_errors(batch_id, ids, request.headers.get("Authorization")))
+        if self.mode == "uncounted_errors":
+            ids = self._ids.get(request.query.get("n", ""), [])
+            return _xml(_uncounted_errors(batch_id, ids))
         successful = rows + 5 if self.mode == "overcount" else rows
         return _xml(
             f"<response><batchId>{batch_id}</batchId><status>complete</status>"
@@ -205,6 +210,21 @@ def _listed_errors(batch_id: str, ids: list[str], auth: str | None) -> str:
         f"<batchSize>{len(ids)}</batchSize><successfulUpdates>{len(good)}</successfulUpdates>"
         f"<failedUpdates>{len(bad)}</failedUpdates><profilesNotFound>0</profilesNotFound>"
         f"<profiles>{''.join(entries)}</profiles></response>"
+    )
+
+
+def _uncounted_errors(batch_id: str, ids: list[str]) -> str:
+    """A complete answer whose counts say every row succeeded, listing the even rows as
+    errors all the same."""
+    entries = "".join(
+        f"<profile><id>{i}</id><status>error</status><message>refused</message></profile>"
+        for i in ids[::2]
+    )
+    return (
+        f"<response><batchId>{batch_id}</batchId><status>complete</status>"
+        f"<batchSize>{len(ids)}</batchSize><successfulUpdates>{len(ids)}</successfulUpdates>"
+        "<failedUpdates>0</failedUpdates><profilesNotFound>0</profilesNotFound>"
+        f"<profiles>{entries}</profiles></response>"
     )
 
 

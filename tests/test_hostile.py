@@ -339,6 +339,33 @@ async def test_listed_profile_errors_are_journaled_whole_and_once(
     assert_no_secret(r, tmp_path)
 
 
+async def test_rows_listed_as_errors_are_failed_though_the_counts_say_successful(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    """report.json, status and failed.csv agree on rows the counts forgot."""
+    server = await hostile("uncounted_errors")
+    r = await run_against(server, tmp_path)
+    report = clean_exit(r, 1, tmp_path)
+    assert report["status"] == "partial"
+    assert (report["rows"]["successful"], report["rows"]["failed"]) == (ROWS // 2, ROWS // 2)
+    assert report["warnings"] == [
+        f"{ROWS // 2} rows listed by the server with status error beyond its failedUpdates: "
+        "counted failed (they are in failed.csv)"
+    ]
+    with (tmp_path / "w" / "failed.csv").open(newline="") as fh:
+        assert list(csv.reader(fh)) == [
+            ["thirdPartyId", "tier"],
+            *([f"C{i:03d}", "gold"] for i in range(0, ROWS, 2)),
+        ]
+    status = await uploader("status", "w", "--json", cwd=tmp_path)
+    shown = json.loads(status.stdout)
+    assert (status.code, shown["rows"], shown["warnings"]) == (
+        1,
+        report["rows"],
+        report["warnings"],
+    )
+
+
 def _accepted(tmp_path: Path) -> set[int]:
     with Journal(tmp_path / "w" / "journal.sqlite") as journal:
         batches = journal.batches()

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from uploader.journal import BatchRecord
 from uploader.report import (
+    FailedRows,
     RowCounts,
     account_rows,
     build_report,
@@ -110,6 +111,46 @@ def test_failed_and_stuck_batches_are_all_failed_others_pending() -> None:
     )
     assert buckets(c) == (0, 12, 0, 9)
     assert (c.read, c.rejected, c.submitted) == (27, 6, 21)
+
+
+def test_rows_listed_as_errors_are_failed_whatever_the_counts_say() -> None:
+    def listed(b: BatchRecord, n: int) -> RowCounts:
+        return account_rows([b], rows_read=b.rows, rejected=0, listed_failed={b.seq: n})
+
+    # The counts call every row successful, but the server listed 3 with status error.
+    c = listed(rec(1, S.COMPLETE, successful=10, failed=0, not_found=0), 3)
+    assert buckets(c) == (7, 3, 0, 0)
+    assert (c.listed_beyond, c.unaccounted, c.overcounted) == (3, 0, 0)
+    # Counts that agree with the list change nothing, nor does a list shorter than them.
+    for n in (2, 1):
+        c = listed(rec(1, S.COMPLETE, successful=8, failed=2, not_found=0), n)
+        assert (buckets(c), c.listed_beyond) == ((8, 2, 0, 0), 0)
+    # No counts at all: the listed rows are the failed ones.
+    c = listed(rec(1, S.COMPLETE), 4)
+    assert (buckets(c), c.listed_beyond) == ((6, 4, 0, 0), 4)
+    # Short counts: the listed rows first, then the rest of the shortfall.
+    c = listed(rec(1, S.COMPLETE, successful=6, failed=1, not_found=0), 2)
+    assert buckets(c) == (6, 4, 0, 0)
+    assert (c.listed_beyond, c.unaccounted) == (1, 2)
+    report = build_report(
+        job_id="j",
+        batches=[rec(1, S.COMPLETE, successful=10, failed=0, not_found=0)],
+        counters={},
+        rows_read=10,
+        rejected_by_reason={},
+        chunking_done=True,
+        elapsed_s=1.0,
+        outputs={},
+        interrupted=False,
+        listed_failed={1: 3},
+    )
+    assert (report["rows"]["successful"], report["rows"]["failed"]) == (7, 3)
+    assert "listed_beyond" not in report["rows"]
+    assert report["warnings"] == [
+        "3 rows listed by the server with status error beyond its failedUpdates: counted "
+        "failed (they are in failed.csv)"
+    ]
+    assert report["status"] == "partial"
 
 
 def test_v1_not_found_rows() -> None:
@@ -385,7 +426,7 @@ def test_failed_csv_holds_failed_batches_and_per_profile_errors(tmp_path: Path) 
     path = tmp_path / "failed.csv"
     n = write_failed_csv(path, batches, error_ids, read_rows, ["customer_id", "Tier", "LTV"])
     assert asked == [1, 2]  # complete batches only, one at a time
-    assert n == 3
+    assert n == FailedRows(3, {2: 2})
     assert opened == ["/w/batches/batch-000002.txt", "/w/batches/batch-000003.txt"]
     assert path.read_bytes() == (b'customer_id,Tier,LTV\r\nC3,,\r\nC4,"say ""hi""",4\r\nC5,x,5\r\n')
     assert mode(path) == 0o600
@@ -401,7 +442,7 @@ def test_failed_csv_absent_when_nothing_failed_and_stale_one_removed(tmp_path: P
     n = write_failed_csv(
         path, [rec(1, S.COMPLETE), rec(2, S.ACCEPTED)], lambda _: set(), read_rows, ["id"]
     )
-    assert n == 0
+    assert n == FailedRows(0, {})
     assert os.listdir(tmp_path) == []
 
 
@@ -413,7 +454,7 @@ def test_failed_csv_uses_the_input_delimiter(tmp_path: Path) -> None:
     n = write_failed_csv(
         path, [rec(1, S.STUCK, rows=1)], lambda _: set(), read_rows, ["id", "a"], delimiter=";"
     )
-    assert n == 1
+    assert n == FailedRows(1, {})
     assert path.read_bytes() == b'id;a\r\nC1;"x;y"\r\n'
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from uploader.journal import Journal, Sample
 from uploader.metrics import LatencyHistogram, RunMetrics, RunState
 from uploader.progress import every
-from uploader.report import account_rows
+from uploader.report import account_rows, listed_failed
 from uploader.states import BatchState
 
 __all__ = ["KEEP_SAMPLES", "SAMPLE_EVERY_S", "TEXTFILE_EVERY_S", "Monitor"]
@@ -110,6 +110,7 @@ class Monitor:
             rows_read=chunk.get("rows_read", submitted + rejected + folded),
             rejected=rejected,
             folded=folded,
+            listed_failed=listed_failed(journal),
         )
         by_state = {s.value: 0 for s in BatchState}
         for b in batches:

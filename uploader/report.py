@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from uploader.journal import BatchRecord
+from uploader.journal import BatchRecord, Journal
 from uploader.rates import basis_rate, rate_basis
 from uploader.states import BatchState
 from uploader.summary_lines import counts_line, sent_line
@@ -34,10 +34,12 @@ from uploader.summary_lines import counts_line, sent_line
 __all__ = [
     "EXIT_CODES",
     "EXIT_INTERNAL",
+    "FailedRows",
     "RowCounts",
     "account_rows",
     "build_report",
     "exit_code",
+    "listed_failed",
     "private_file",
     "render_summary",
     "repeats_line",
@@ -68,15 +70,36 @@ class RowCounts:
     pending: int
     unaccounted: int = 0  # server counts short of the batch: counted failed (ids unknown)
     overcounted: int = 0  # server counts above the batch (duplicates): ignored
+    # rows the server listed with status error beyond its failedUpdates: counted failed
+    listed_beyond: int = 0
+
+
+@dataclass(frozen=True)
+class FailedRows:
+    """What ``write_failed_csv`` wrote: ``rows`` in all, and per complete batch how
+    many of its ids the server listed with status ``error`` (``listed``: seq -> ids,
+    one batch row each)."""
+
+    rows: int
+    listed: dict[int, int]
 
 
 def account_rows(
-    batches: Sequence[BatchRecord], *, rows_read: int, rejected: int, folded: int = 0
+    batches: Sequence[BatchRecord],
+    *,
+    rows_read: int,
+    rejected: int,
+    folded: int = 0,
+    listed_failed: Mapping[int, int] | None = None,
 ) -> RowCounts:
     """Put every submitted row in exactly one bucket.
 
     A folded input row is not submitted on its own: its values travel in the
     one row of its id, so ``read = rejected + folded + submitted``.
+
+    ``listed_failed`` (seq -> rows of the batch the server listed with status
+    ``error``, as failed.csv holds them): a complete batch has at least that
+    many failed rows, whatever its ``failedUpdates`` says.
 
     Rows of stuck batches count as failed: the server says they were not
     applied (SPEC section 2). A stuck batch that is resent moves back to
@@ -86,7 +109,9 @@ def account_rows(
     for b in batches:
         c.submitted += b.rows
         if b.state is BatchState.COMPLETE:
-            ok, bad, nf, short, over = _complete_counts(b)
+            listed = (listed_failed or {}).get(b.seq, 0)
+            ok, bad, nf, short, over = _complete_counts(b, listed)
+            c.listed_beyond += max(0, min(listed, b.rows) - min(max(b.failed or 0, 0), b.rows))
             c.successful += ok
             c.failed += bad
             c.not_found += nf
@@ -99,9 +124,18 @@ def account_rows(
     return c
 
 
-def _complete_counts(b: BatchRecord) -> tuple[int, int, int, int, int]:
-    """(successful, failed, not_found, unaccounted, overcounted) of a complete batch."""
-    failed = min(max(b.failed or 0, 0), b.rows)
+def listed_failed(journal: Journal) -> dict[int, int]:
+    """The ``listed`` of the last failed.csv, as the journal keeps it (seq -> ids)."""
+    return {int(seq): int(n) for seq, n in (journal.get_meta("listed_failed") or {}).items()}
+
+
+def _complete_counts(b: BatchRecord, listed: int = 0) -> tuple[int, int, int, int, int]:
+    """(successful, failed, not_found, unaccounted, overcounted) of a complete batch.
+
+    ``listed``: rows the server listed with status error; they are failed even
+    when ``failedUpdates`` says fewer (then they come off ``successful``).
+    """
+    failed = min(max(b.failed or 0, listed, 0), b.rows)
     not_found = min(max(b.not_found or 0, 0), b.rows - failed)
     rest = b.rows - failed - not_found
     if b.successful is None:  # no counts (or no successfulUpdates): the server said complete
@@ -109,8 +143,9 @@ def _complete_counts(b: BatchRecord) -> tuple[int, int, int, int, int]:
     reported = b.successful + (b.failed or 0) + (b.not_found or 0)
     if reported > b.rows:
         return rest, failed, not_found, 0, reported - b.rows
-    short = b.rows - reported
-    return b.successful, failed + short, not_found, short, 0
+    successful = min(b.successful, rest)
+    short = rest - successful
+    return successful, failed + short, not_found, short, 0
 
 
 def _status(rows: RowCounts, *, stuck: int, chunking_done: bool, interrupted: bool) -> str:
@@ -142,6 +177,7 @@ def build_report(
     input_warnings: Sequence[str] = (),
     rows_folded: int = 0,
     repeated_ids: Mapping[str, Any] | None = None,
+    listed_failed: Mapping[int, int] | None = None,
     outcome: str | None = None,
     started_at: float | None = None,
     submit_limit: Mapping[str, Any] | None = None,
@@ -161,7 +197,13 @@ def build_report(
     internal error).
     """
     rejected = sum(rejected_by_reason.values())
-    rows = account_rows(batches, rows_read=rows_read, rejected=rejected, folded=rows_folded)
+    rows = account_rows(
+        batches,
+        rows_read=rows_read,
+        rejected=rejected,
+        folded=rows_folded,
+        listed_failed=listed_failed,
+    )
     stuck = sum(1 for b in batches if b.state is BatchState.STUCK)
     status = _status(rows, stuck=stuck, chunking_done=chunking_done, interrupted=interrupted)
     if error is not None:
@@ -174,7 +216,11 @@ def build_report(
     report: dict[str, Any] = {
         "job_id": job_id,
         "status": status,
-        "rows": {k: v for k, v in asdict(rows).items() if k not in ("unaccounted", "overcounted")},
+        "rows": {
+            k: v
+            for k, v in asdict(rows).items()
+            if k not in ("unaccounted", "overcounted", "listed_beyond")
+        },
         "batches": {
             "total": len(batches),
             "complete": sum(1 for b in batches if b.state is BatchState.COMPLETE),
@@ -334,6 +380,11 @@ def _warnings(
         )
     if rows.unaccounted:
         out.append(f"{rows.unaccounted} rows missing from the server's counts: counted failed")
+    if rows.listed_beyond:
+        out.append(
+            f"{rows.listed_beyond} rows listed by the server with status error beyond its "
+            "failedUpdates: counted failed (they are in failed.csv)"
+        )
     return out
 
 
@@ -491,8 +542,8 @@ def write_failed_csv(
     *,
     delimiter: str = ",",
     encoding: str = "utf-8",
-) -> int:
-    """Write the rows to send again, in the input's layout; return how many.
+) -> FailedRows:
+    """Write the rows to send again, in the input's layout; say how many (``FailedRows``).
 
     Whole batches that failed or got stuck, plus rows of complete batches
     that the server listed with status ``error`` (``error_ids(seq)``, asked
@@ -504,6 +555,7 @@ def write_failed_csv(
     path = Path(path)
     width = len(header_names)
     count = 0
+    listed: dict[int, int] = {}  # seq -> ids of its rows listed with status error
     if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):
         encoding = "utf-8"  # utf-8-sig input: no byte-order mark is needed to read it back
     with _private_file(path, newline="", encoding=encoding) as f:
@@ -516,13 +568,18 @@ def write_failed_csv(
                 continue
             rows = read_rows(b.file)
             next(rows, None)  # the batch's own header line
+            found: set[str] = set()
             for row in rows:
                 if whole or (row and ids and row[0] in ids):
                     writer.writerow(row + [""] * (width - len(row)))
                     count += 1
+                    if not whole:
+                        found.add(row[0])  # a folded id gives several rows: one batch row
+            if found:
+                listed[b.seq] = len(found)
     if count == 0:
         path.unlink(missing_ok=True)
-    return count
+    return FailedRows(count, listed)
 
 
 # -- human summary ------------------------------------------------------------------------

@@ -288,6 +288,7 @@ def journal_facts(
         "shard": shard_section(chunk),
         "started_at": journal.get_meta("started_at"),
         "submit_limit": journal.get_meta("submit_limit"),
+        "listed_failed": reporting.listed_failed(journal),
     }
 
 
@@ -318,8 +319,9 @@ def write_outputs(
     rejected = chunk.get("rejected", {})
     batches = journal.batches()
     failed_path = work_dir / "failed.csv"
+    listed: dict[int, int] = {}
     try:
-        failed_rows = reporting.write_failed_csv(
+        failed = reporting.write_failed_csv(
             failed_path,
             batches,
             journal.error_ids,
@@ -328,13 +330,17 @@ def write_outputs(
             delimiter=settings.input.delimiter,
             encoding=settings.input.encoding,
         )
+        failed_rows, listed = failed.rows, failed.listed
+        journal.set_meta("listed_failed", {str(seq): n for seq, n in listed.items()})
+    except StorageError as exc:  # the journal: status counts as of the last run's end
+        log.error("%s", exc)
     except OSError as exc:  # a batch file was removed by hand: still write the report
         log.error("cannot write %s: %s", failed_path, exc)
         failed_rows = 0
     rejects_path = work_dir / "rejects.csv"
     report = reporting.build_report(
         job_id=job_id,
-        **journal_facts(journal, chunk, batches),
+        **{**journal_facts(journal, chunk, batches), "listed_failed": listed},
         elapsed_s=elapsed,
         outputs={
             "rejects": str(rejects_path) if sum(rejected.values()) else None,
