@@ -72,6 +72,14 @@ def test_bench_counts_throttling_and_uneven_batches(tmp_path: Path) -> None:
     assert code == 1  # not finished (exit 3 of the run) is not a clean bench
 
 
+def test_one_batch_gives_no_rate(tmp_path: Path) -> None:
+    code, r = _run(tmp_path, "--rows", "5", "--poll-initial", "0.05")
+    assert (code, r["batches_accepted"], r["rows_successful"]) == (0, 1, 5)
+    assert r["submit_window_s"] > 0  # that batch's own submit, not a rate
+    assert r["throughput"] == {"rows_per_s": None, "mb_per_s": None, "batches_per_s": None}
+    assert r["submit_latency_s"]["n"] == 1  # the latency is still measured
+
+
 def test_safe_bench_leaves_the_store_unchanged(tmp_path: Path, threaded_emulator: Emulator) -> None:
     emu = threaded_emulator
     target = ("--base-url", emu.base_url, "--poll-initial", "0.05", "--max-batch-rows", "500")

@@ -15,7 +15,8 @@ The figures, and the keys of the JSON document:
   ``expected_batches`` = ceil(rows / max_batch_rows) when the row bound binds.
 * ``submit_window_s``: first submit started -> last batch accepted (journal);
   ``throughput`` over that window: ``rows_per_s``, ``mb_per_s`` (1 MB = 1e6
-  bytes), ``batches_per_s``.
+  bytes), ``batches_per_s``; None with fewer than 2 accepted batches (the
+  window of one batch is its own latency, not a rate).
 * ``submit_latency_s``: p50/p95/p99 of single HTTP submit requests (the
   Submitter's own timings); ``submit_stage_s``: submitted_at -> accepted_at
   per batch (includes waiting for a slot of the adaptive limiter and retries).
@@ -80,6 +81,7 @@ __all__ = [
 ]
 
 MB = 1_000_000
+MIN_RATE_BATCHES = 2  # a throughput needs at least this many accepted batches
 EXIT_OK, EXIT_ERROR = 0, 1
 # Ids of a safe bench: documented as reserved, so nobody's real visitors carry them.
 SAFE_ID_PREFIX = "uploader-bench-"
@@ -616,13 +618,14 @@ def batch_figures(
         for r in records
         if r.state is BatchState.COMPLETE and r.submitted_at is not None and r.final_at is not None
     ]
+    rated = window > 0 and len(accepted) >= MIN_RATE_BATCHES
     return {
         "batches_accepted": len(accepted),
         "submit_window_s": round(window, 4),
         "throughput": {
-            "rows_per_s": round(rows / window, 1) if window > 0 else None,
-            "mb_per_s": round(size / MB / window, 3) if window > 0 else None,
-            "batches_per_s": round(len(accepted) / window, 2) if window > 0 else None,
+            "rows_per_s": round(rows / window, 1) if rated else None,
+            "mb_per_s": round(size / MB / window, 3) if rated else None,
+            "batches_per_s": round(len(accepted) / window, 2) if rated else None,
         },
         "submit_latency_s": percentiles(request_latencies or []),
         "submit_latency_source": "submitter" if request_latencies is not None else "unavailable",
