@@ -131,7 +131,8 @@ def configure_logging(level: int, log_format: str = "text", stream: TextIO | Non
     # Only in place of Python's own hooks: a host (pytest, an embedding program) keeps its.
     if sys.excepthook is sys.__excepthook__:
         sys.excepthook = _excepthook
-    if threading.excepthook is threading.__excepthook__:
+    # threading.__excepthook__ (3.10+) is missing from the stubs of older mypy releases
+    if threading.excepthook is getattr(threading, "__excepthook__", None):
         threading.excepthook = _thread_excepthook
     if sys.unraisablehook is sys.__unraisablehook__:
         sys.unraisablehook = _unraisablehook
