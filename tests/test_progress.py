@@ -173,9 +173,11 @@ async def test_counters_of_a_real_run_add_up(
     emu = await emulator_factory(
         drop_rate=0.2,
         error_rate=0.2,
-        max_inflight=2,
+        # the limiter starts at 3 in flight: against 1, with submits long enough to overlap
+        # even on a loaded machine, its first burst is throttled whatever the timing
+        max_inflight=1,
         retry_after_s=0.0,
-        latency_ms=(20, 40),
+        latency_ms=(60, 100),
         seed=4,
     )
     rows = [[f"C{i}", "gold"] for i in range(300)]
