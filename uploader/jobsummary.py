@@ -9,13 +9,14 @@ reason), never a row's values, which are personal data.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from uploader.rates import rate_text
-from uploader.report import exit_code
+from uploader.report import exit_code, private_file
 
 __all__ = ["RejectLine", "read_rejects", "render_markdown", "write_summary"]
 
@@ -172,7 +173,18 @@ def _where(report: Mapping[str, Any], report_path: str | None) -> list[str]:
 
 
 def write_summary(path: Path, text: str, *, append: bool) -> None:
-    """Append to (GitHub's step summary) or replace (``--summary-md``) a summary file."""
+    """Append to (GitHub's step summary) or replace (``--summary-md``) a summary file.
+
+    Owner-only like every other output of a run: the summary names the input
+    and the ids of rejected rows. A replaced file is written atomically
+    (``private_file``); a file appended to keeps the mode it has (the CI
+    runner made it), and is created 0o600 when it does not exist yet.
+    """
+    if not append:
+        with private_file(path) as fh:
+            fh.write(text)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a" if append else "w", encoding="utf-8") as fh:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "a", encoding="utf-8") as fh:
         fh.write(text)
