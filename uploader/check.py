@@ -11,8 +11,6 @@ no work directory, nothing left behind.
 
 from __future__ import annotations
 
-import codecs
-import csv
 import json
 import shutil
 import sys
@@ -23,9 +21,9 @@ from typing import Any, TextIO
 
 from uploader.chunk import Chunker, ChunkSummary, decode_row
 from uploader.encode import plan_columns
+from uploader.rejects import reject_rows
 from uploader.report import repeats_line
 from uploader.settings import BatchSettings, InputSettings
-from uploader.source import ESCAPE
 from uploader.sources import detect_format
 
 __all__ = ["check_input", "render_check", "run_check"]
@@ -125,16 +123,11 @@ def _findings(
 
 def _reject_examples(path: Path, encoding: str, show: int) -> dict[str, list[dict[str, Any]]]:
     """The first ``show`` rejects of each reason, read back from rejects.csv."""
-    if codecs.lookup(encoding).name == "utf-8":
-        encoding = "utf-8"  # rejects.csv is written without a BOM
     out: dict[str, list[dict[str, Any]]] = {}
-    with path.open(encoding=encoding, errors=ESCAPE, newline="") as f:
-        reader = csv.reader(f)
-        next(reader, None)
-        for line, rid, reason, record in reader:
-            first = out.setdefault(reason, [])
-            if len(first) < show:
-                first.append({"line": int(line), "id": rid, "record": record})
+    for line, rid, reason, record in reject_rows(path, encoding):
+        first = out.setdefault(reason, [])
+        if len(first) < show:
+            first.append({"line": int(line), "id": rid, "record": record})
     return out
 
 

@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import threading
 from bisect import bisect_right
 from collections import Counter
@@ -460,6 +461,7 @@ class Chunker:
                 bad += [
                     Reject(line, [], RejectReason.MALFORMED_RECORD) for line, _ in block.malformed
                 ]
+                notes.malformed(block)
                 hold: list[bool] | None = None
                 if finder is not None:
                     finder.add(id_keys(map(first, checked.keep)))
@@ -600,6 +602,9 @@ def _first_records(block: RecordBlock, n: int) -> RecordBlock:
     )
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # as the CSV reader splits lines
+
+
 def _rows(n: int, one: str, many: str) -> str:
     """``1 row has`` / ``3 rows have``."""
     return f"1 row {one}" if n == 1 else f"{n:,} rows {many}"
@@ -617,10 +622,28 @@ class _InputNotes:
         self.short_lines: list[int] = []
         self._undecodable = bytearray()
         self._bad_encoding = 0
+        self.long_malformed = 0  # malformed records over several physical lines
+        self.long_malformed_lines = 0  # the physical lines they hold
+        self.longest_malformed = (0, 0)  # (first line, lines) of the longest
 
     def short(self, lines: list[int]) -> None:
         self.short_lines += lines[: self._SHORT_LINES - len(self.short_lines)]
         self.short_count += len(lines)
+
+    def malformed(self, block: RecordBlock) -> None:
+        """Count the physical lines of malformed records that span several.
+
+        A quote that opens a field and never closes makes one record of every
+        line after it (up to the csv field limit or the end of the input): a
+        single ``malformed_record`` that may hold thousands of rows.
+        """
+        for line, _ in block.malformed:
+            span = len(_LINE_BREAK.findall(block.record_text(line))) + 1
+            if span > 1:
+                self.long_malformed += 1
+                self.long_malformed_lines += span
+                if span > self.longest_malformed[1]:
+                    self.longest_malformed = (line, span)
 
     def rejected(self, bad: Sequence[Reject]) -> None:
         for r in bad:
@@ -645,6 +668,20 @@ class _InputNotes:
                 f"{_rows(self.short_count, 'has', 'have')} fewer fields than the header "
                 f"(first at line {self.short_lines[0]}): padded with empty values; "
                 'input.short_rows = "reject" (--short-rows reject) refuses them'
+            )
+        if self.long_malformed:
+            line, span = self.longest_malformed
+            where = f"lines {line:,}-{line + span - 1:,}"
+            if self.long_malformed == 1:
+                what = f"1 record that does not parse runs over {span:,} input lines ({where})"
+            else:
+                what = (
+                    f"{self.long_malformed:,} records that do not parse run over "
+                    f"{self.long_malformed_lines:,} input lines (the longest: {where})"
+                )
+            out.append(
+                f"{what}: a quote that opens a field and never closes? None of those lines "
+                "was sent: each such record is one malformed_record in rejects.csv"
             )
         if self._bad_encoding:
             enc = self._settings.encoding

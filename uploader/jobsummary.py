@@ -8,7 +8,6 @@ reason), never a row's values, which are personal data.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from uploader.rates import rate_text
+from uploader.rejects import reject_rows
 from uploader.report import exit_code, private_file
 
 __all__ = ["RejectLine", "read_rejects", "render_markdown", "write_summary"]
@@ -42,12 +42,9 @@ def read_rejects(path: Path | None, encoding: str = "utf-8") -> Iterator[RejectL
     """The rejects of a run, in input order; nothing when there is no file."""
     if path is None or not path.exists():
         return
-    with path.open(newline="", encoding=encoding, errors="surrogateescape") as fh:
-        reader = csv.reader(fh)
-        next(reader, None)
-        for row in reader:
-            if len(row) >= 3 and row[0].isdigit():
-                yield RejectLine(int(row[0]), row[1], row[2])
+    for row in reject_rows(path, encoding):
+        if len(row) >= 3 and row[0].isdigit():
+            yield RejectLine(int(row[0]), row[1], row[2])
 
 
 def _cell(text: object) -> str:

@@ -15,7 +15,6 @@ order, so memory does not grow with the export.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,6 +26,7 @@ from uploader.chunk import read_batch_rows
 from uploader.encode import check_rows, plan_columns
 from uploader.errors import InputError
 from uploader.journal import BatchRecord
+from uploader.rejects import reject_rows
 from uploader.settings import InputSettings
 from uploader.sources import is_url, object_identity, open_source
 from uploader.sources.spool import SPOOL_NAME
@@ -154,10 +154,7 @@ def rejected_lines(path: Path, encoding: str) -> set[int]:
     """Input lines listed in rejects.csv (empty when there is none)."""
     if not path.exists():
         return set()
-    with path.open(newline="", encoding=encoding, errors="surrogateescape") as fh:
-        reader = csv.reader(fh)
-        next(reader, None)
-        return {int(row[0]) for row in reader if row and row[0].isdigit()}
+    return {int(row[0]) for row in reject_rows(path, encoding) if row and row[0].isdigit()}
 
 
 def _check_identity(path: str, recorded: Mapping[str, Any], settings: InputSettings) -> None:
