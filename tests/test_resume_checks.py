@@ -8,6 +8,7 @@ pipeline records it, and then the same command runs again.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 from pathlib import Path
@@ -118,6 +119,34 @@ async def test_after_chunking_finished_unsent_batches_are_checked_too(
     _export(src)  # the input as it was: the same command sends every batch once
     outcome = await run(emulator, src, work, batch__max_rows=BATCH_ROWS)
     assert outcome.exit_code == 0
+    assert emulator.stats()["submits"] == ROWS // BATCH_ROWS
+
+
+async def test_every_batch_sent_then_the_input_changed_is_refused_too(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Nothing is left to send (a --no-wait run sent it all), but a rerun must not
+    say COMPLETE for an input whose changed rows were never sent."""
+    src, work = _export(tmp_path / "export.csv"), tmp_path / "work"
+    outcome = await run(emulator, src, work, batch__max_rows=BATCH_ROWS, status__wait=False)
+    assert outcome.exit_code == 3
+    assert emulator.stats()["submits"] == ROWS // BATCH_ROWS
+    size, mtime_ns = src.stat().st_size, src.stat().st_mtime_ns
+    _export(src, change_row=7999)  # same size, same first MiB: the last batch differs
+    os.utime(src, ns=(mtime_ns + 10**9, mtime_ns + 10**9))  # as a rewrite moves it
+    assert src.stat().st_size == size
+
+    outcome = await run(emulator, src, work, batch__max_rows=BATCH_ROWS)
+    assert outcome.exit_code == 2
+    assert read_report(work)["error"].startswith(
+        "the input changed since the last run: batch 000020 (input lines 7602-8001) is not "
+    )
+    assert emulator.stats()["submits"] == ROWS // BATCH_ROWS
+
+    _export(src)  # the content it had, rewritten (a new mtime): it is checked and follows
+    outcome = await run(emulator, src, work, batch__max_rows=BATCH_ROWS)
+    assert outcome.exit_code == 0
+    assert read_report(work)["rows"]["successful"] == ROWS
     assert emulator.stats()["submits"] == ROWS // BATCH_ROWS
 
 

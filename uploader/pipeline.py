@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import threading
 import time
@@ -55,8 +56,8 @@ from uploader.poll import Poller
 from uploader.report import EXIT_INTERNAL
 from uploader.retry import Sleep
 from uploader.settings import Settings
-from uploader.sources import open_input
-from uploader.sources.spool import Spool, discard_spool, keep_spool
+from uploader.sources import is_url, open_input
+from uploader.sources.spool import SPOOL_NAME, Spool, discard_spool, keep_spool
 from uploader.states import BatchState
 from uploader.submit import SubmitJob, Submitter
 from uploader.workdir import (
@@ -722,11 +723,15 @@ async def _chunk(run: _Run, input_name: str, work_dir: Path, checked: bool) -> N
 
     On resume it regenerates the batches the journal holds and checks each
     (``_Run.batch_regenerated``) before writing new ones; when the last run
-    had finished chunking, it only checks, and only if batches wait to be sent.
+    had finished chunking, it only checks, and only if batches wait to be sent
+    or the input file was modified since (a same-size rewrite that keeps the
+    first MiB passes the fingerprint; a rerun must not call it complete).
     """
     journal = run.journal
     recorded = journal.max_seq()
-    if journal.get_meta("chunk_done") and (checked or not run.held):
+    mtime_ns = None if checked else _input_mtime_ns(input_name, work_dir)
+    touched = mtime_ns is not None and journal.get_meta("input_mtime_ns", mtime_ns) != mtime_ns
+    if journal.get_meta("chunk_done") and (checked or not (run.held or touched)):
         # Finished by an earlier run, or `uploader submit` (files checked by hash).
         run._verified(recorded)
         run.chunk_done.set()
@@ -770,9 +775,22 @@ async def _chunk(run: _Run, input_name: str, work_dir: Path, checked: bool) -> N
             "repeated_ids": summary.repeats.as_dict() if summary.repeats else None,
         },
     )
+    journal.set_meta("input_mtime_ns", mtime_ns)  # as it was before this whole read
     journal.set_meta("chunk_done", True)
     run.chunk_done.set()
     run.changed.set()
+
+
+def _input_mtime_ns(input_name: str, work_dir: Path) -> int | None:
+    """When a local input file was last modified; None for an object URL or
+    standard input, whose fingerprint already holds their identity whole (ETag
+    or version id, sha256 of the spool)."""
+    if is_url(input_name) or Path(input_name) == work_dir / SPOOL_NAME:
+        return None
+    try:
+        return os.stat(input_name).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _pacing_summary(run: _Run) -> dict[str, Any] | None:
