@@ -159,6 +159,29 @@ _PIECES = [
 ]
 
 
+_UTF8_PIECES = [b"a", b"%41", b"%C3%A9", b"\xc3\xa9", b"%E2%82%AC", b"%C3", b"%80", b"\xff", b"%25"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_UTF8_PIECES), max_size=30), st.integers(3, 9))
+def test_chunked_utf8_check_equals_decoding_the_whole_value(
+    pieces: list[bytes], chunk: int
+) -> None:
+    """The submit check decodes a chunk at a time (no whole decoded copy), same verdict."""
+    value = b"".join(pieces)
+    try:
+        fd._percent_decode(value).decode("utf-8")  # what the check did before
+        whole = True
+    except UnicodeDecodeError:
+        whole = False
+    try:
+        fd._check_utf8(value, chunk)
+        chunked = True
+    except fd.BatchFormatError:
+        chunked = False
+    assert chunked == whole
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(_PIECES), max_size=40))
 def test_window_decoder_equals_field_by_field(pieces: list[bytes]) -> None:

@@ -2,8 +2,8 @@
 
 Pure functions, no I/O: the emulator's submit handler calls :func:`scan_batch`
 (fast, synchronous validation, because Target rejects a malformed batch in the
-submit answer), and the background applier calls :func:`iter_rows` to decode
-the accepted rows lazily.
+submit answer), and the background applier calls :func:`decode_windows` to decode
+the accepted rows lazily, a window of lines at a time.
 
 The body is ``batch=`` followed by lines of comma-separated fields, each field
 URL-encoded. The reading order matters and is the faithful one: take the raw
@@ -24,7 +24,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -32,16 +32,19 @@ __all__ = [
     "BODY_LIMIT",
     "ID_TYPES",
     "MAX_ROWS",
+    "WINDOW",
     "BatchFormatError",
     "BatchHeader",
     "BatchScan",
     "batch_value",
     "count_rows",
     "decode_field",
+    "decode_windows",
     "encode_body",
     "iter_decoded_rows",
     "iter_lines",
     "iter_rows",
+    "iter_windows",
     "parse_header",
     "scan_batch",
 ]
@@ -56,8 +59,8 @@ _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _HIGH_ESCAPE = re.compile(rb"%[89A-Fa-f]")
 # an empty (or lone "\r") line that follows a newline; the first line is checked apart
 _BLANK_AFTER_NL = re.compile(rb"\n\r?(?=\n|\Z)")
-_UTF8_CHUNK = 1 << 16
-_WINDOW = 1 << 18
+_UTF8_CHUNK = 1 << 18  # bytes of the raw value checked at once
+WINDOW = 1 << 18  # bytes of value the applier decodes at once (at least)
 # raw "," and "\n" become these before a window is decoded at once (see _decode_window_fast)
 _FIELD_SEP, _LINE_SEP = "\x1f", "\x1e"
 _SEPARATORS = bytes.maketrans(b",\n", b"\x1f\x1e")
@@ -109,13 +112,24 @@ def _percent_decode(raw: bytes) -> bytes:
     return binascii.a2b_qp(raw.replace(b"=", b"=3D").replace(b"%", b"="))
 
 
-def _check_utf8(data: bytes) -> None:
-    """Strict UTF-8 validation in chunks, so no 4-bytes-per-char str of 50 MB is built."""
+def _check_utf8(value: bytes, chunk: int = _UTF8_CHUNK) -> None:
+    """Strict UTF-8 validation of the percent-decoded value, a chunk at a time.
+
+    Neither a decoded copy of the whole value nor a 4-bytes-per-char str of
+    50 MB is built: the value is decoded in chunks cut outside any escape
+    (escapes are already validated, so every ``%`` starts one of 3 bytes).
+    """
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    view = memoryview(data)
+    escaped = b"%" in value
+    pos, size = 0, len(value)
     try:
-        for start in range(0, len(data), _UTF8_CHUNK):
-            decoder.decode(view[start : start + _UTF8_CHUNK])
+        while pos < size:
+            end = min(pos + chunk, size)
+            if end < size:  # not inside an escape
+                end -= 1 if value[end - 1] == 0x25 else 2 if value[end - 2] == 0x25 else 0
+            raw = value[pos:end]
+            decoder.decode(_percent_decode(raw) if escaped else raw)
+            pos = end
         decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
         raise BatchFormatError(UNEXPECTED) from exc
@@ -143,7 +157,7 @@ def iter_lines(value: bytes) -> Iterator[bytes]:
     """The non-blank raw lines of a batch value, lazily, a window at a time."""
     pos, size = 0, len(value)
     while pos < size:
-        end = value.find(b"\n", pos + _WINDOW)
+        end = value.find(b"\n", pos + WINDOW)
         if end < 0:
             end = size
         for line in value[pos:end].split(b"\n"):
@@ -191,7 +205,7 @@ def scan_batch(body: bytes) -> BatchScan:
         raise BatchFormatError(UNEXPECTED)
     # Escapes below %80 decode to ASCII and cannot change UTF-8 validity.
     if not value.isascii() or _HIGH_ESCAPE.search(value):
-        _check_utf8(_percent_decode(value) if b"%" in value else value)
+        _check_utf8(value)
     lines = iter_lines(value)
     first = next(lines, None)
     if first is None:
@@ -250,19 +264,35 @@ def _decode_line_lenient(line: bytes) -> list[str]:
     return fields
 
 
+def iter_windows(value: bytes) -> Iterator[bytes]:
+    """A batch value cut into windows of whole lines (each at least ``WINDOW`` bytes
+    but the last), without their final newline: what :func:`decode_windows` reads."""
+    pos, size = 0, len(value)
+    while pos < size:
+        end = value.find(b"\n", pos + WINDOW)
+        if end < 0:
+            end = size
+        yield value[pos:end]
+        pos = end + 1
+
+
 def iter_decoded_rows(value: bytes) -> Iterator[list[str]]:
     """The decoded fields of every row after the header, a window at a time.
 
     Same result as decoding :func:`iter_rows` field by field (property-tested),
     several times faster: this is the applier's hot loop.
     """
-    pos, size, header_seen = 0, len(value), False
-    while pos < size:
-        end = value.find(b"\n", pos + _WINDOW)
-        if end < 0:
-            end = size
-        window = value[pos:end]
-        pos = end + 1
+    return decode_windows(iter_windows(value))
+
+
+def decode_windows(windows: Iterable[bytes]) -> Iterator[list[str]]:
+    """The decoded rows after the header of a value given as windows of whole lines.
+
+    Where the windows are cut does not matter, as long as every cut is at a raw
+    newline (dropped): a queued body read back from a file gives the same rows.
+    """
+    header_seen = False
+    for window in windows:
         lines = _decode_window_fast(window)
         if lines is None:
             rows = [_decode_line_lenient(line) for line in iter_lines(window)]
