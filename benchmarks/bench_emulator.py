@@ -40,6 +40,7 @@ def _vm(key: str) -> float:
 def child(store: str, rows: int) -> dict[str, float]:
     """Fill one Store with ``rows`` demo-shaped rows; return its memory figures."""
     from uploader.emulator import formdata
+    from uploader.emulator.spool import MemoryBody
     from uploader.emulator.store import Batch, Store
     from uploader.encode import encode_rows, header_line
     from uploader.gen import HEADER, _records
@@ -54,7 +55,7 @@ def child(store: str, rows: int) -> dict[str, float]:
         block = [fields for fields, _ in (next(records) for _ in range(min(BATCH, rows - done)))]
         lines = [line for line in encode_rows(block) if line is not None]
         scan = formdata.scan_batch(header + b"\n" + b"\n".join(lines))
-        batch = Batch(f"b{done}", "bench", "v2", scan, scan.rows)
+        batch = Batch(f"b{done}", "bench", "v2", scan.header, MemoryBody(scan.value), scan.rows)
         target.apply_rows(batch, rows)
         done += len(block)
     del block, lines, scan, batch  # the last batch's body: not the store's

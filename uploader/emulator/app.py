@@ -2,16 +2,17 @@
 
 Request path (``/m2/...`` submit): auth, in-flight limit (429), injected 503,
 a size-capped streaming read, the fast validation of ``formdata.scan_batch``,
-then the batch is recorded and queued; rows are decoded and applied later by
-one background task at ``apply_rate`` rows per second, in FIFO order (or
-interleaved at random, ``apply_order``) and in small slices so the event
-loop stays responsive. Status and fetch calls only
-read the ``Store``.
+then the batch is recorded and its body queued (in memory up to
+``queue_memory_mb``, beyond it spilled to files: ``spool.py``); rows are
+decoded and applied later by one background task at ``apply_rate`` rows per
+second, in FIFO order (or interleaved at random, ``apply_order``) and in small
+slices so the event loop stays responsive. Status and fetch calls only read
+the ``Store``.
 
 HTTP answers chosen where Adobe documents none: a body of 50 MB or more gets
 HTTP 413 (with a ``success=false`` XML body); other batch refusals are HTTP
-200 with ``success=false`` like Target; an unknown batch id is HTTP 404 XML;
-a missing or wrong Bearer token is HTTP 401.
+200 with ``success=false`` like Target; an unknown batch id is HTTP 404 XML; a
+missing or wrong Bearer token is HTTP 401.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import hmac
 import itertools
 import json
 import logging
+import signal
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -34,6 +37,7 @@ from aiohttp import web
 from uploader.emulator import formdata, render
 from uploader.emulator.config import EmulatorConfig
 from uploader.emulator.faults import Faults, Stats
+from uploader.emulator.spool import QueuedBody, Spool
 from uploader.emulator.store import Batch, Store
 from uploader.states import RemoteStatus
 
@@ -49,6 +53,17 @@ _MAX_SLICE_ROWS = 2000  # and a hard cap, so one slice never blocks the loop for
 _MAX_CREDIT_S = 0.1  # how far the applier may run behind its schedule before it is reset
 
 _SHUTDOWN_S = 0.5
+MB = 1_000_000  # queue_memory_mb is in MB of 10^6 bytes, like every figure of the project
+
+
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    """A submitted batch that passed the checks, its value in the spool."""
+
+    header: formdata.BatchHeader
+    rows: int
+    body: QueuedBody
+    digest: bytes  # sha256 of the whole body (duplicate_batches)
 
 
 def _xml(body: str, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -77,6 +92,7 @@ class Emulator:
         self._queue: deque[Batch] = deque()
         self._work = asyncio.Event()  # set when the queue has batches to apply
         self._idle = asyncio.Event()  # set when every queued batch is applied
+        self._spool: Spool | None = None
         self.reset()
 
     # -- lifecycle -------------------------------------------------------------
@@ -88,6 +104,9 @@ class Emulator:
         self._faults = Faults(self.config)
         self._digests: set[bytes] = set()
         self._queue.clear()
+        if self._spool is not None:
+            self._spool.close()
+        self._spool = Spool(int(self.config.queue_memory_mb * MB), self.config.spill_dir)
         self._idle.set()
         self._batch_seq = itertools.count(1)
 
@@ -154,6 +173,10 @@ class Emulator:
             await self._runner.cleanup()
             self._runner = None
             self.app = self._make_app()  # so that start() may serve again
+        # bodies spilled to files go with the server (a batch still queued from one
+        # would go stuck if it were started again); those in memory stay queued
+        assert self._spool is not None
+        self._spool.close()
 
     # -- inspection (tests, demo, bench) ----------------------------------------
 
@@ -162,6 +185,12 @@ class Emulator:
         stats = self._stats.as_dict()
         stats["profiles_stored"] = len(self.store)
         stats["rows_digest"] = self.store.rows_digest  # --store none: what was applied
+        spool = self._spool
+        assert spool is not None
+        stats["queued_bytes_memory"] = spool.memory_bytes  # bodies waiting, in memory
+        stats["queued_bytes_disk"] = spool.disk_bytes  # and in files (queue_memory_mb)
+        stats["peak_queued_bytes_memory"] = spool.peak_memory_bytes
+        stats["batches_spilled"] = spool.spilled
         return stats
 
     def profile(self, client: str, id_type: str, pid: str) -> dict[str, Any] | None:
@@ -214,7 +243,8 @@ class Emulator:
             done = self.store.apply_rows(batch, rows, lose)
         except Exception:  # a bug must not stop the applier: the batch goes stuck
             log.exception("emulator: applying batch %s failed", batch.batch_id)
-            batch.status, batch.scan, batch.rows, done = RemoteStatus.STUCK, None, None, 0
+            batch.status, done = RemoteStatus.STUCK, 0
+            batch.drop_body()
             self._stats.stuck += 1
         self._stats.rows_applied += done
         self._stats.rows_lost += batch.lost - lost_before
@@ -273,18 +303,21 @@ class Emulator:
             return _xml(render.error_xml("Service unavailable"), status=503)
         body = await _read_capped(request, formdata.BODY_LIMIT)
         delay = faults.latency_s()
-        if delay:
-            await asyncio.sleep(delay)
-        if body is None:
-            stats.batches_rejected += 1
-            return _xml(render.error_xml("Batch size must be under 50 MB"), status=413)
-        stats.bytes_received += len(body)
+        # Checked and spooled before the delay, so that a submit waiting out its latency
+        # holds its body within the spool's budget rather than as one more copy.
+        taken = self._take(body)
+        del body
+        accepted = False
         try:
-            scan = formdata.scan_batch(body)
-        except formdata.BatchFormatError as exc:
-            stats.batches_rejected += 1
-            return _xml(render.error_xml(exc.message))
-        batch = self._accept(request.match_info["client"], api, body, scan)
+            if delay:
+                await asyncio.sleep(delay)
+            if isinstance(taken, web.Response):
+                return taken
+            batch = self._accept(request.match_info["client"], api, taken)
+            accepted = True
+        finally:
+            if not accepted and isinstance(taken, _Taken):  # e.g. cancelled in the delay
+                taken.body.release()
         url = (
             f"http://{self.status_host}:{self.port}/m2/{quote(batch.client, safe='')}"
             f"/profile/batchStatus?batchId={quote(batch.batch_id, safe='')}"
@@ -294,22 +327,49 @@ class Emulator:
             _drop_connection(request)
         return _xml(render.submit_xml(url))
 
-    def _accept(self, client: str, api: str, body: bytes, scan: formdata.BatchScan) -> Batch:
+    def _take(self, body: bytes | None) -> _Taken | web.Response:
+        """Check a submitted body and spool its value, or the refusal to answer."""
         stats = self._stats
-        digest = hashlib.sha256(body).digest()
-        if digest in self._digests:
+        if body is None:
+            stats.batches_rejected += 1
+            return _xml(render.error_xml("Batch size must be under 50 MB"), status=413)
+        stats.bytes_received += len(body)
+        try:
+            scan = formdata.scan_batch(body)
+        except formdata.BatchFormatError as exc:
+            stats.batches_rejected += 1
+            return _xml(render.error_xml(exc.message))
+        assert self._spool is not None
+        try:
+            queued = self._spool.hold(scan.value)
+        except OSError as exc:  # the body could not be spilled (disk full, directory gone)
+            log.error("emulator: cannot spill a batch body: %s", exc)
+            stats.spill_errors += 1
+            return _xml(render.error_xml("Service unavailable"), status=503)
+        return _Taken(scan.header, scan.rows, queued, hashlib.sha256(body).digest())
+
+    def _accept(self, client: str, api: str, taken: _Taken) -> Batch:
+        stats = self._stats
+        if taken.digest in self._digests:
             stats.duplicate_batches += 1
-        self._digests.add(digest)
+        self._digests.add(taken.digest)
         batch_id = f"{client}-{int(time.time() * 1000)}-{next(self._batch_seq)}"
         batch = Batch(
-            batch_id=batch_id, client=client, api=api, scan=scan, size=scan.rows, digest=digest
+            batch_id=batch_id,
+            client=client,
+            api=api,
+            header=taken.header,
+            body=taken.body,
+            size=taken.rows,
+            digest=taken.digest,
         )
         self.store.batches[batch_id] = batch
         stats.batches_accepted += 1
-        stats.rows_accepted += scan.rows
+        stats.rows_accepted += taken.rows
         if self._faults.stuck():
             stats.stuck += 1
-            batch.status, batch.scan = RemoteStatus.STUCK, None
+            batch.status = RemoteStatus.STUCK
+            batch.drop_body()
         else:
             self._enqueue(batch)
         return batch
@@ -382,7 +442,23 @@ def _drop_connection(request: web.Request) -> None:
 
 
 async def serve_forever(config: EmulatorConfig, host: str, port: int) -> None:
-    """Serve until cancelled (the ``uploader emulator`` command)."""
-    async with Emulator(config, host=host, port=port) as emu:
-        print(f"emulator listening on {emu.base_url} (status host {emu.status_host})", flush=True)
-        await asyncio.Event().wait()
+    """Serve until cancelled or sent SIGTERM (the ``uploader emulator`` command).
+
+    SIGTERM ends it like Ctrl-C, through ``stop()``, so the files of spilled
+    bodies are removed rather than left in the temporary directory.
+    """
+    loop = asyncio.get_running_loop()
+    terminated = asyncio.Event()
+    handled = False
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows; not main thread
+        loop.add_signal_handler(signal.SIGTERM, terminated.set)
+        handled = True
+    try:
+        async with Emulator(config, host=host, port=port) as emu:
+            print(
+                f"emulator listening on {emu.base_url} (status host {emu.status_host})", flush=True
+            )
+            await terminated.wait()
+    finally:
+        if handled:
+            loop.remove_signal_handler(signal.SIGTERM)

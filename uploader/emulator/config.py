@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from dataclasses import dataclass
 
 from uploader.errors import ConfigError
@@ -50,6 +51,10 @@ class EmulatorConfig:
     # "random": every slice of rows comes from a batch picked at random among the accepted
     # ones not yet applied, as real Target may process batches it took in together in any order
     apply_order: str = "arrival"
+    # bodies of accepted batches waiting to be applied are kept in memory up to this many
+    # MB (10^6 bytes); beyond it they wait in files of a temporary directory (0: always)
+    queue_memory_mb: float = 256.0
+    spill_dir: str | None = None  # where that directory is made (None: the system's temp dir)
 
     def __post_init__(self) -> None:
         if not (self.apply_rate > 0 and math.isfinite(self.apply_rate)):
@@ -72,6 +77,10 @@ class EmulatorConfig:
             raise ConfigError(
                 f"emulator: store must be one of {', '.join(STORES)}; got {self.store!r}"
             )
+        if not (self.queue_memory_mb >= 0 and math.isfinite(self.queue_memory_mb)):
+            raise ConfigError(f"emulator: queue_memory_mb must be >= 0, got {self.queue_memory_mb}")
+        if self.spill_dir is not None and not os.path.isdir(self.spill_dir):
+            raise ConfigError(f"emulator: spill_dir {self.spill_dir} is not a directory")
         if self.apply_order not in APPLY_ORDERS:
             raise ConfigError(
                 f"emulator: apply_order must be one of {', '.join(APPLY_ORDERS)}; "
@@ -198,6 +207,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="apply accepted batches in arrival order, or interleaved in random order "
         "(default: arrival)",
     )
+    add(
+        "--queue-memory",
+        type=float,
+        default=256.0,
+        metavar="MB",
+        help="bodies of accepted batches waiting to be applied stay in memory up to MB "
+        "(10^6 bytes), the rest waits in files of a temporary directory (default: 256)",
+    )
+    add(
+        "--spill-dir",
+        default=None,
+        metavar="DIR",
+        help="where that temporary directory is made (default: the system's temp dir)",
+    )
     add("--token", default=None, help="require Authorization: Bearer TOKEN (default: none)")
     add("--seed", type=int, default=0, metavar="N", help="seed of the fault generator (default: 0)")
 
@@ -220,4 +243,6 @@ def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
         fetch_latency_ms=(float(ns.fetch_latency_ms[0]), float(ns.fetch_latency_ms[1])),
         store=ns.store,
         apply_order=ns.apply_order,
+        queue_memory_mb=ns.queue_memory,
+        spill_dir=ns.spill_dir,
     )

@@ -34,6 +34,7 @@ class Stats:
     dropped: int = 0  # accepted, then the connection was closed unanswered
     stuck: int = 0  # accepted batches that went `stuck`
     rows_lost: int = 0  # rows counted successful but silently not applied (lose_rate)
+    spill_errors: int = 0  # 503 answers: an accepted body could not be spilled to a file
     status_calls: int = 0
     status_errors: int = 0  # injected 500 answers to status calls
     fetch_calls: int = 0

@@ -3,13 +3,14 @@
 Synchronous and free of aiohttp, so the row semantics (v1/v2, empty values,
 per-row failures) read in one place; the applier in ``app.py`` only decides
 *when* :meth:`Store.apply_rows` runs. Memory is kept low on purpose (the
-benchmarks push millions of rows): a batch drops its raw body once applied,
-parameter names are shared str objects, and a profile is not an object but
-a sequence number into parallel lists of plain ``str -> str`` / ``str -> int``
-dicts, ids and id-space numbers. CPython does not track such dicts in its
-cycle collector, so creating millions of profiles creates no tracked object
-that would trigger full collections over the store (Profile objects made the
-applier three to five times slower at two million profiles).
+benchmarks push millions of rows): a batch keeps its raw body (in memory or
+spilled to a file, ``spool.py``) only until it is applied, parameter names are
+shared str objects, and a profile is not an object but a sequence number into
+parallel lists of plain ``str -> str`` / ``str -> int`` dicts, ids and
+id-space numbers. CPython does not track such dicts in its cycle collector, so
+creating millions of profiles creates no tracked object that would trigger
+full collections over the store (Profile objects made the applier three to
+five times slower at two million profiles).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zlib import crc32
 
-from uploader.emulator.formdata import BatchScan, iter_decoded_rows
+from uploader.emulator.formdata import BatchHeader, decode_windows
+from uploader.emulator.spool import QueuedBody
 from uploader.states import RemoteStatus
 
 __all__ = ["MAX_PROFILE_BYTES", "Batch", "Store", "iso_ms"]
@@ -44,7 +46,8 @@ class Batch:
     batch_id: str
     client: str
     api: str  # "v1" or "v2"
-    scan: BatchScan | None  # dropped once applied, to free the body
+    header: BatchHeader
+    body: QueuedBody | None  # the raw value waiting to be applied; released once applied
     size: int
     status: RemoteStatus = RemoteStatus.INCOMPLETE
     consumed: int = 0
@@ -55,6 +58,12 @@ class Batch:
     lost: int = 0  # rows counted successful but not applied (lose_rate)
     digest: bytes = b""  # sha256 of the body as accepted
     rows: Iterator[list[str]] | None = None  # cursor of the applier (decoded rows)
+
+    def drop_body(self) -> None:
+        """Release the queued body and the applier's cursor (applied, or stuck)."""
+        if self.body is not None:
+            self.body.release()
+        self.body = self.rows = None
 
 
 class Store:
@@ -140,17 +149,17 @@ class Store:
     ) -> int:
         """Apply up to ``limit`` more rows of ``batch``; returns how many were consumed.
 
-        Marks the batch complete (and frees its body) when the rows run out.
+        Marks the batch complete (and releases its body) when the rows run out.
         ``lose(id)`` True: the row is counted successful but not applied (the
         silent loss Adobe documents); ``batch.lost`` counts them.
         This is the applier's hot loop, hence the locals and the inlined checks.
         """
-        scan = batch.scan
-        if scan is None:
+        body = batch.body
+        if body is None:
             return 0
         if batch.rows is None:
-            batch.rows = iter_decoded_rows(scan.value)
-        header = scan.header
+            batch.rows = decode_windows(body.windows())
+        header = batch.header
         names, width = header.names, len(header.names) + 1
         third, v1 = header.id_type == "thirdPartyId", batch.api == "v1"
         index = self._index.setdefault((batch.client, header.id_type), {})
@@ -195,7 +204,7 @@ class Store:
                 break
         else:
             batch.status = RemoteStatus.COMPLETE
-            batch.scan = batch.rows = None
+            batch.drop_body()
         batch.consumed += done
         batch.successful += successful
         self.rows_digest = (self.rows_digest + digest) & 0xFFFF_FFFF_FFFF_FFFF
