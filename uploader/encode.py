@@ -43,6 +43,7 @@ __all__ = [
     "encode_value",
     "header_line",
     "id_problem",
+    "ids_valid",
     "plan_columns",
     "profile_bytes",
 ]
@@ -264,11 +265,15 @@ def _all_valid(rows: Sequence[list[str]], plan: ColumnPlan) -> bool:
     shortest = plan.width if plan.reject_short else plan.id_index + 1
     if max(map(len, rows)) > plan.width or min(map(len, rows)) < shortest:
         return False
-    ids = list(map(operator.itemgetter(plan.id_index), rows))
+    return ids_valid(list(map(operator.itemgetter(plan.id_index), rows)), plan.third_party)
+
+
+def ids_valid(ids: list[str], third_party: bool) -> bool:
+    """True when every id passes ``check_rows``'s id checks as it is (conservative, C-level)."""
     if not all(ids) or ids != list(map(str.strip, ids)):
         return False
     joined = " ".join(ids)  # a space is printable, so it cannot hide a control character
-    if plan.third_party and ("+" in joined or "/" in joined):
+    if third_party and ("+" in joined or "/" in joined):
         return False
     return joined.isprintable()
 

@@ -21,7 +21,14 @@ How, in bounded memory (no set or dict of every id):
 1. ``scan_repeats`` reads the input once more before chunking and turns each
    valid row's id into a 64-bit key (CRC-32 and Adler-32 of its UTF-8 bytes:
    deterministic across processes, unlike ``hash()``, so a resumed run holds
-   back exactly the same rows). ``RepeatFinder`` sorts the keys into 64 key
+   back exactly the same rows). A CSV export is read from its text, without
+   the CSV parser where ``idscan`` can prove it reads the records the same
+   way, and with ``csv.reader`` where it cannot; the ids come out the same.
+   The chunker relies on less: it takes from this pass only which keys to
+   hold back, so the pass may over-approximate but never miss one. A key
+   that is not repeated only holds a unique row back (it is folded alone
+   and sent in the last batches); a missed one would send an id twice.
+   ``RepeatFinder`` sorts the keys into 64 key
    ranges, spilled to temporary files above ``SPILL_KEYS`` keys, and sorts
    one range at a time: memory is about ``SPILL_KEYS`` keys plus one range,
    whatever the input size. What comes out is the sorted array of keys seen
@@ -59,7 +66,9 @@ from urllib.parse import unquote_to_bytes
 from zlib import adler32, crc32
 
 from uploader.encode import check_rows, plan_columns
+from uploader.idscan import csv_kept_ids
 from uploader.settings import InputSettings
+from uploader.source import CsvSource
 from uploader.sources import open_source
 
 __all__ = [
@@ -248,17 +257,27 @@ def _counts(finder: RepeatFinder) -> RepeatCounts:
 
 
 def scan_repeats(
-    input: str | Path, settings: InputSettings, *, tmp_dir: Path | None = None
+    input: str | Path,
+    settings: InputSettings,
+    *,
+    tmp_dir: Path | None = None,
+    exact: bool = False,
 ) -> RepeatCounts:
     """Read the export once and find the ids on more than one row (bounded memory).
 
     Rows are checked as the chunker checks them before encoding (field count,
     id), so rejected rows do not count; a row rejected later for its encoding
     or size may still count here, and is then simply not part of the fold.
+    A CSV export is read from its text (``idscan``) unless ``exact`` is set
+    or ``input.limit`` stops the chunker early; other formats, by records.
     """
     finder = RepeatFinder(tmp_dir)
     with open_source(str(input), settings) as src:
         plan = plan_columns(src.header, settings, f"{src.label}:{src.header_line}")
+        if isinstance(src, CsvSource) and not exact and settings.limit is None:
+            for ids in csv_kept_ids(src, plan):
+                finder.add(id_keys(ids))
+            return _counts(finder)
         first = operator.itemgetter(0)
         records = 0
         for block in src.blocks():
@@ -279,7 +298,7 @@ def scan_repeats(
 
 def count_repeats(input: str | Path, settings: InputSettings) -> tuple[int, int]:
     """(ids on more than one row, rows of those ids): for a dry run or check of an export."""
-    found = scan_repeats(input, settings)
+    found = scan_repeats(input, settings, exact=True)
     return found.ids, found.rows
 
 

@@ -380,6 +380,22 @@ class CsvSource(Closing):
         if block.rows or block.malformed:
             yield self._with_raw(block)
 
+    def text_chunks(self, size: int) -> Iterator[str]:
+        """The decoded text after the header, up to ``size`` characters at a time.
+
+        For a pass that reads the text rather than records (the repeated-id
+        first pass); the source's ``blocks`` are spent afterwards. Line
+        endings are as in the input.
+        """
+        while True:
+            try:
+                data = self._text.read(size)
+            except _READ_ERRORS as exc:
+                raise InputError(f"{self.label}: cannot read: {exc}") from exc
+            if not data:
+                return
+            yield data
+
     @property
     def bytes_read(self) -> int | None:
         """How far into the input's bytes (compressed, for gzip) reading has got, if known."""
