@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from datetime import UTC, datetime
 
 import pytest
@@ -253,3 +254,28 @@ def test_parse_error_message_prefers_xml_message() -> None:
 def test_excerpt_truncates() -> None:
     assert excerpt("a" * 10, limit=5) == "aaaa…"
     assert excerpt(b"a\r\nb\tc") == "a b c"
+
+
+def test_listed_profiles_are_not_tracked_by_the_garbage_collector() -> None:
+    """20,000 kept entries must not each stay tracked: every full collection while a
+    large answer is read would walk them, holding the event loop."""
+    n = 20_000
+    entry = b"<profile><id>C%05d</id><status>Error</status><message>no</message></profile>"
+    body = (
+        b"<response><batchId>B</batchId><status>complete</status><batchSize>%d</batchSize>"
+        b"<profiles>%s</profiles></response>" % (n, b"".join(entry % i for i in range(n)))
+    )
+    gc.collect()
+    before = len(gc.get_objects())
+    status = parse_status(body)
+    gc.collect()
+    assert len(gc.get_objects()) - before < 1_000
+    assert len(status.profiles) == n
+    assert status.profiles[0] == ProfileStatus("C00000", "error", "no")
+    assert status.profiles[-1].id == "C19999"
+    assert status.profiles[1:3] == (
+        ProfileStatus("C00001", "error", "no"),
+        ProfileStatus("C00002", "error", "no"),
+    )
+    assert [p.id for p in status.profiles][:2] == ["C00000", "C00001"]
+    assert sum(p.status == "error" for p in status.profiles) == n

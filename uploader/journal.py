@@ -516,12 +516,16 @@ class Journal(Closing):
                 self._check_move(seq, target)  # refused before anything is written
                 self._db.execute("DELETE FROM profile_errors WHERE seq = ?", (seq,))
             errors = (p for p in status.profiles if _value(p.status) != "success")
-            while chunk := list(itertools.islice(errors, per_step)):
+            # Rows made before the yield: plain tuples the garbage collector soon stops
+            # tracking, where a chunk of the entries would stay tracked across it.
+            while rows := [
+                _profile_error(seq, p, redact) for p in itertools.islice(errors, per_step)
+            ]:
                 yield
                 with self._write():
                     self._db.executemany(
                         "INSERT INTO profile_errors (seq, id, status, message) VALUES (?, ?, ?, ?)",
-                        [_profile_error(seq, p, redact) for p in chunk],
+                        rows,
                     )
             yield
         final_at = time.time() if target is BatchState.COMPLETE else None

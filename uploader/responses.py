@@ -23,7 +23,7 @@ server's counts still account for every row beyond them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -104,7 +104,8 @@ class BatchStatus:
     successful: int | None = None
     not_found: int | None = None
     failed: int | None = None
-    profiles: tuple[ProfileStatus, ...] = ()
+    # kept as plain tuples (see ``ListedProfiles``); read as ProfileStatus
+    profiles: Sequence[ProfileStatus] = ()
     unlisted_profiles: int = 0  # <profile> entries beyond MAX_LISTED_PROFILES, not kept
 
 
@@ -212,7 +213,7 @@ def batch_status(
         successful=_count(doc, "successfulUpdates", redact),
         not_found=_count(doc, "profilesNotFound", redact),
         failed=_count(doc, "failedUpdates", redact),
-        profiles=tuple(doc.profiles),
+        profiles=doc.profiles,
         unlisted_profiles=doc.unlisted_profiles,
     )
 

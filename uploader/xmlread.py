@@ -21,15 +21,22 @@ beginning, in the words ``responses.py`` uses.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn, overload
 from xml.parsers import expat
 
 from uploader.errors import ProtocolError
 from uploader.redact import excerpt
 
-__all__ = ["MAX_DEPTH", "MAX_TEXT_CHARS", "Document", "ProfileStatus", "XmlReader"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_TEXT_CHARS",
+    "Document",
+    "ListedProfiles",
+    "ProfileStatus",
+    "XmlReader",
+]
 
 # <response><profiles><profile><id> is 4 deep; a little room for wrappers.
 MAX_DEPTH = 8
@@ -44,15 +51,64 @@ Redact = Callable[[str], str]
 
 
 class ProfileStatus(NamedTuple):
-    """One ``<profile>`` element of a v2 status answer (often only failed rows).
-
-    A tuple of strings, so that the garbage collector stops tracking it: an
-    answer listing 100,000 profiles must not make every collection slower.
-    """
+    """One ``<profile>`` element of a v2 status answer (often only failed rows)."""
 
     id: str
     status: str  # lower case; usually one of responses.PROFILE_STATUSES
     message: str | None = None
+
+
+class ListedProfiles(Sequence[ProfileStatus]):
+    """The ``<profile>`` entries kept of one answer: stored as plain tuples, read as
+    ``ProfileStatus``.
+
+    The garbage collector stops tracking an exact tuple of strings at its
+    first collection, but never an instance of a tuple subclass such as a
+    NamedTuple. 100,000 entries kept as ``ProfileStatus`` stayed tracked, so
+    the full collections they set off while the answer was read each held
+    the event loop 20-80 ms (``bench_hostile``, profile errors); plain, they
+    cost a collection nothing. Each item read is made on access.
+    """
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, entries: Iterable[tuple[str, str, str | None]] = ()) -> None:
+        self._rows: list[tuple[str, str, str | None]] = [
+            (e[0], e[1], e[2])
+            for e in entries  # a ProfileStatus given is stored plain
+        ]
+
+    def append(self, profile_id: str, status: str, message: str | None) -> None:
+        self._rows.append((profile_id, status, message))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> ProfileStatus: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[ProfileStatus, ...]: ...
+    def __getitem__(self, index: int | slice) -> ProfileStatus | tuple[ProfileStatus, ...]:
+        if isinstance(index, slice):
+            return tuple(ProfileStatus._make(row) for row in self._rows[index])
+        return ProfileStatus._make(self._rows[index])
+
+    def __iter__(self) -> Iterator[ProfileStatus]:
+        return map(ProfileStatus._make, self._rows)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ListedProfiles):
+            return self._rows == other._rows
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(other) == len(self._rows) and all(
+                tuple(a) == b for a, b in zip(other, self._rows, strict=True)
+            )
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ListedProfiles({len(self._rows)} entries)"
 
 
 @dataclass
@@ -61,7 +117,7 @@ class Document:
 
     root: str
     fields: dict[str, str]  # text of the first direct child of the root per wanted name
-    profiles: list[ProfileStatus]
+    profiles: ListedProfiles
     unlisted_profiles: int  # <profile> entries beyond ``max_profiles``: counted, not kept
     head: bytes  # the first bytes of the body, for error excerpts
     size: int  # bytes read
@@ -98,7 +154,7 @@ class XmlReader:
         self._stack: list[_Open] = []
         self._elements = 0
         self._profile: dict[str, str] | None = None
-        self._doc = Document("", {}, [], 0, b"", 0)
+        self._doc = Document("", {}, ListedProfiles(), 0, b"", 0)
         self._head = bytearray()
         parser = expat.ParserCreate()
         parser.buffer_text = True
@@ -194,11 +250,7 @@ class XmlReader:
                 raise self.error(f"{self.what} has a <profile> without <id> or <status>")
             if len(self._doc.profiles) < self._max_profiles:
                 self._doc.profiles.append(
-                    ProfileStatus(
-                        entry["id"],
-                        sys.intern(entry["status"].lower()),
-                        entry.get("message") or None,
-                    )
+                    entry["id"], sys.intern(entry["status"].lower()), entry.get("message") or None
                 )
             else:
                 self._doc.unlisted_profiles += 1
