@@ -23,6 +23,11 @@ misbehaves in one way per ``mode``:
 | ``garbled`` | every submit: broken HTTP whose bad header line echoes our ``Authorization`` |
 | ``listed_errors`` | complete; lists the even rows as errors echoing our token, and more ids |
 | ``uncounted_errors`` | complete; lists the even rows as errors, counts every row successful |
+| ``hangup`` | submits: the connection closed unanswered for the first ``hold_s`` |
+| ``status_hangup`` | status calls: the connection closed unanswered for the first ``hold_s`` |
+
+``status_port``: status URLs name that port of 127.0.0.1 (one where nothing
+listens, from ``closed_port()``) instead of the server's own.
 
 A fetched profile (``uploader verify``) holds ``tier = gold`` for any id.
 
@@ -31,6 +36,7 @@ Everything it saw is in ``seen`` for the test to check.
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -56,6 +62,8 @@ MODES = (
     "garbled",
     "listed_errors",
     "uncounted_errors",
+    "hangup",
+    "status_hangup",
 )
 PASSWORD = "hunter2-not-a-token"
 FLOOD_BYTES = 64 * 1024 * 1024 - 64
@@ -74,10 +82,12 @@ class Seen:
 class HostileServer:
     """``await server.start()``; ``server.base_url``; ``await server.close()``."""
 
-    def __init__(self, mode: str, *, hold_s: float = 1.0) -> None:
+    def __init__(self, mode: str, *, hold_s: float = 1.0, status_port: int | None = None) -> None:
         assert mode in MODES, mode
         self.mode = mode
         self.hold_s = hold_s
+        self.status_port = status_port
+        self._first_submit: float | None = None
         self.seen = Seen()
         self._rows: dict[str, int] = {}  # status key -> rows of that batch
         self._ids: dict[str, list[str]] = {}  # status key -> ids of that batch, in order
@@ -103,6 +113,10 @@ class HostileServer:
     async def _submit(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.seen.submits += 1
+        if self.mode == "hangup":
+            self._first_submit = self._first_submit or time.monotonic()
+            if time.monotonic() - self._first_submit < self.hold_s:
+                return _hang_up(request)
         auth = request.headers.get("Authorization")
         self.seen.auth.add(auth)
         if self.mode == "echo401":
@@ -127,8 +141,9 @@ class HostileServer:
         batch_id = "H-SAME" if self.mode == "same_id" else f"H-{n}"
         self._rows[str(n)] = rows
         host = f"user:{PASSWORD}@127.0.0.1" if self.mode == "userinfo" else "127.0.0.1"
+        port = self.status_port or self._server.port
         url = (
-            f"http://{host}:{self._server.port}/m2/{request.match_info['client']}"
+            f"http://{host}:{port}/m2/{request.match_info['client']}"
             f"/profile/batchStatus?batchId={batch_id}&amp;n={n}"
         )
         if self.mode == "bad_status_url":  # an IPv6 bracket never closed
@@ -160,6 +175,8 @@ class HostileServer:
         if self.mode == "wrong_id" and first:
             batch_id = "H-someone-else"
         assert self._first_status is not None
+        if self.mode == "status_hangup" and now - self._first_status < self.hold_s:
+            return _hang_up(request)
         if self.mode == "retry_after" and now - self._first_status < self.hold_s:
             self.seen.throttled += 1
             return web.Response(status=429, headers={"Retry-After": "999999999"})
@@ -226,6 +243,21 @@ def _uncounted_errors(batch_id: str, ids: list[str]) -> str:
         "<failedUpdates>0</failedUpdates><profilesNotFound>0</profilesNotFound>"
         f"<profiles>{entries}</profiles></response>"
     )
+
+
+def _hang_up(request: web.Request) -> web.Response:
+    """Close the connection without a word (the response returned is never sent)."""
+    assert request.transport is not None
+    request.transport.close()
+    return web.Response()
+
+
+def closed_port() -> int:
+    """A port of 127.0.0.1 where nothing listens (bound for a moment, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 def _xml(text: str, status: int = 200) -> web.Response:

@@ -216,30 +216,43 @@ def _map_errors(
     ``OutcomeUnknownError`` (resend, count the duplicate). Failing to connect
     never is. Every message leaving here is redacted once more as a whole.
     """
-    where = f"{action} {url.host}:{url.port}"
+    host = f"{url.host}:{url.port}"
+    where = f"{action} {host}"
+    names = {"action": action, "host": host}
     try:
         try:
             yield
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise TransportError(f"{where}: cannot connect: {_describe(exc, redact)}") from exc
+            raise TransportError(
+                f"{where}: cannot connect: {_describe(exc, redact)}",
+                **names,
+                reason=f"cannot connect ({_cause(exc, redact)})",
+            ) from exc
         except aiohttp.InvalidURL as exc:
             raise ProtocolError(f"{where}: invalid URL: {_describe(exc, redact)}") from exc
         except aiohttp.ClientResponseError as exc:  # not HTTP, or broken HTTP framing
             if outcome_unknown:
                 raise OutcomeUnknownError(
                     f"{where}: invalid HTTP response after sending; the batch may have been "
-                    f"accepted: {_describe(exc, redact)}"
+                    f"accepted: {_describe(exc, redact)}",
+                    **names,
+                    reason="invalid HTTP response",
                 ) from exc
             raise ProtocolError(
                 f"{where}: invalid HTTP response: {_describe(exc, redact)}"
             ) from exc
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            reason = f"no complete answer ({_cause(exc, redact)})"
             if outcome_unknown:
                 raise OutcomeUnknownError(
                     f"{where}: no complete answer after connecting; the batch may have been "
-                    f"accepted: {_describe(exc, redact)}"
+                    f"accepted: {_describe(exc, redact)}",
+                    **names,
+                    reason=reason,
                 ) from exc
-            raise TransportError(f"{where}: no complete answer: {_describe(exc, redact)}") from exc
+            raise TransportError(
+                f"{where}: no complete answer: {_describe(exc, redact)}", **names, reason=reason
+            ) from exc
     except UploaderError as exc:
         _scrub(exc, redact)
         raise
@@ -248,6 +261,25 @@ def _map_errors(
 def _describe(exc: BaseException, redact: Redactor) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {excerpt(text, redact=redact)}" if text else type(exc).__name__
+
+
+def _cause(exc: BaseException, redact: Redactor) -> str:
+    """What went wrong underneath, in the system's words: ``Connection refused``.
+
+    aiohttp words a refused connection as ``Connect call failed ('127.0.0.1',
+    9)``; the errno of the OS error beneath says it plainly.
+    """
+    os_error = getattr(exc, "os_error", None)
+    for err in (os_error, exc):
+        if isinstance(err, OSError) and err.errno is not None and err.errno > 0:
+            return os.strerror(err.errno)
+    if isinstance(os_error, OSError) and os_error.strerror:  # a resolver's gaierror
+        return excerpt(os_error.strerror, 80, redact=redact)
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected"
+    return type(exc).__name__
 
 
 def _scrub(exc: UploaderError, redact: Redactor) -> None:

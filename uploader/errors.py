@@ -53,7 +53,18 @@ class RetryableError(UploaderError):
 
 
 class TransportError(RetryableError):
-    """Connection refused or reset, DNS failure, timeout: nothing usable came back."""
+    """Connection refused or reset, DNS failure, timeout: nothing usable came back.
+
+    ``action`` (``submit``), ``host`` (``127.0.0.1:9``) and ``reason``, the
+    failure in a few words (``cannot connect (Connection refused)``), are for
+    the one warning line ``outages.py`` prints; empty when not known.
+    """
+
+    def __init__(self, message: str, *, action: str = "", host: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.action = action
+        self.host = host
+        self.reason = reason
 
 
 class OutcomeUnknownError(TransportError):

@@ -44,11 +44,13 @@ from uploader.errors import (
     PermanentError,
     RetryableError,
     ThrottledError,
+    TransportError,
     UnusableURLError,
     UploaderError,
     WrongBatchError,
 )
 from uploader.journal import Journal
+from uploader.outages import OutageNotices
 from uploader.settings import StatusSettings
 from uploader.states import RemoteStatus
 
@@ -118,6 +120,7 @@ class Poller:
         self._active: set[asyncio.Task[None]] = set()
         self._held: dict[str, float] = {}  # host:port -> loop time before which we do not call
         self._closed = False
+        self.outages = OutageNotices(log, _retry_plan(settings))
 
     @property
     def following(self) -> int:
@@ -183,7 +186,7 @@ class Poller:
         try:
             # Details on every call: the counts show progress, and the final call
             # already carries the final counts and per-profile errors.
-            status = await self._client.status(due.url, details=True)
+            status = await self._ask(due.url)
             journal.bump("status_polls")
         except ThrottledError as exc:
             journal.bump("status_throttled")
@@ -240,6 +243,20 @@ class Poller:
             )
             self._nudge_oldest()
             self._on_final(due.seq)
+
+    async def _ask(self, url: str) -> BatchStatus:
+        """One status call (with details); the outage notices hear how it went."""
+        key = _host_key(url)
+        try:
+            status = await self._client.status(url, details=True)
+        except TransportError as exc:
+            self.outages.failed(key, exc)
+            raise
+        except UploaderError:
+            self.outages.succeeded(key)  # an answer, if not a usable one
+            raise
+        self.outages.succeeded(key)
+        return status
 
     def _again(self, due: _Due, status: BatchStatus | None = None) -> None:
         """Reschedule (see ``next_interval``), jittered by +-20 %."""
@@ -311,6 +328,15 @@ async def record_status(
     """
     for _ in journal.record_status_steps(seq, status, redact=redact):
         await asyncio.sleep(0)
+
+
+def _retry_plan(settings: StatusSettings) -> str:
+    """What a status call failing at the transport level goes through, for its warning line."""
+    return (
+        f"asking again every {settings.poll_initial_s:g}-{settings.poll_max_s:g} s until the "
+        f"batch is final or the status timeout ({settings.timeout_s:g} s) ends the run; "
+        "-v logs each attempt"
+    )
 
 
 def _host_key(url: str) -> str:

@@ -33,7 +33,7 @@ from tenacity import (
 
 from uploader.errors import RetryableError, ServerError, ThrottledError
 
-__all__ = ["AdaptiveLimiter", "Backoff", "Slot", "retry_policy"]
+__all__ = ["AdaptiveLimiter", "Backoff", "Slot", "longest_backoff", "retry_policy"]
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -60,6 +60,11 @@ class Backoff:
             # Honour the server, but never beyond our own cap per wait.
             return max(draw, min(exc.retry_after, self.max_s))
         return draw
+
+
+def longest_backoff(max_attempts: int, initial_s: float, max_s: float) -> float:
+    """The most ``Backoff`` can wait in all between ``max_attempts`` attempts."""
+    return sum(min(max_s, initial_s * 2.0**n) for n in range(max_attempts - 1))
 
 
 def retry_policy(

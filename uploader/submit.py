@@ -29,8 +29,9 @@ from uploader.errors import (
     UploaderError,
 )
 from uploader.journal import Journal
+from uploader.outages import OutageNotices
 from uploader.pacing import Pacer, PacingStop
-from uploader.retry import AdaptiveLimiter, Sleep, Slot, retry_policy
+from uploader.retry import AdaptiveLimiter, Sleep, Slot, longest_backoff, retry_policy
 from uploader.settings import SubmitSettings
 
 __all__ = ["SubmitJob", "Submitter"]
@@ -117,6 +118,7 @@ class Submitter:
         self.stats = SubmitStats()
         self.active = 0  # batches admitted and not yet accepted or given up
         self._stopping = False
+        self.outages = OutageNotices(log, _retry_plan(settings))
 
     async def run(self) -> None:
         """Work until a ``None`` per worker arrives on the queue (see ``close``)."""
@@ -192,10 +194,12 @@ class Submitter:
                         try:
                             result = await self._client.submit(job.path)
                         except UploaderError as exc:
-                            self._record_attempt(job, slot, exc)
+                            last = attempt.retry_state.attempt_number >= self._settings.max_attempts
+                            self._record_attempt(job, slot, exc, last=last)
                             maybe_applied |= isinstance(exc, OutcomeUnknownError)
                             self._check_streak(exc)
                             raise
+                        self.outages.succeeded(_SUBMIT_HOST)
                         journal.record_attempt(job.seq, None)
                         self._count_sent(job)
                         slot.succeeded()
@@ -232,7 +236,14 @@ class Submitter:
         self.stats.batches_accepted += 1
         self._on_accepted(job.seq, result.status_url)
 
-    def _record_attempt(self, job: SubmitJob, slot: Slot, exc: UploaderError) -> None:
+    def _record_attempt(
+        self, job: SubmitJob, slot: Slot, exc: UploaderError, *, last: bool
+    ) -> None:
+        if isinstance(exc, TransportError):
+            if not last:  # the last attempt of a batch is retried no more: its error says it
+                self.outages.failed(_SUBMIT_HOST, exc)
+        else:  # an answer, if not the one hoped for: the server is there
+            self.outages.succeeded(_SUBMIT_HOST)
         unknown = isinstance(exc, OutcomeUnknownError)
         self._journal.record_attempt(
             job.seq, f"{type(exc).__name__}: {exc}", outcome_unknown=unknown
@@ -282,3 +293,18 @@ class Submitter:
                 "error": f"{type(exc).__name__}: {exc}" if exc is not None else None,
             },
         )
+
+
+_SUBMIT_HOST = "submit"  # every submit of a run goes to the one host of its base URL
+
+
+def _retry_plan(settings: SubmitSettings) -> str:
+    """What a submit failing at the transport level goes through, for its warning line."""
+    waits = longest_backoff(
+        settings.max_attempts, settings.backoff_initial_s, settings.backoff_max_s
+    )
+    return (
+        f"retrying each batch up to {settings.max_attempts} attempts (backoff waits at most "
+        f"{waits:g} s in all), then the run stops and keeps the batch for the next run; "
+        "-v logs each attempt"
+    )
