@@ -348,23 +348,37 @@ def add_pacing_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_global(p: argparse.ArgumentParser, *, top: bool) -> None:
-    """--debug and -v, accepted before and after the command name.
+# What -v adds, for the commands where it adds something: the others log nothing at
+# the info level (split, check, status, report, emulator), so they do not offer it.
+_BATCH_LOGS = "log each retry (reason and wait) and each batch accepted, complete or failed"
+_VERBOSE_HELP = {
+    "run": _BATCH_LOGS,
+    "submit": _BATCH_LOGS,
+    "demo": _BATCH_LOGS,
+    "bench": _BATCH_LOGS,
+    "verify": "log each retry of a profile fetch (reason and wait)",
+}
+
+
+def _add_global(p: argparse.ArgumentParser, *, command: str | None) -> None:
+    """--debug, and -v where it does something, accepted before and after the command name.
 
     Under a command the defaults are SUPPRESS, so a flag given before the
-    command is not reset by the command's parser.
+    command is not reset by the command's parser. Before the command, -v is
+    accepted whatever the command (a global flag in an alias or a script) and
+    does something only for those of ``_VERBOSE_HELP``.
     """
-    default: Any = False if top else argparse.SUPPRESS
+    default: Any = False if command is None else argparse.SUPPRESS
     p.add_argument(
         "--debug", action="store_true", default=default, help="show tracebacks and debug logs"
     )
-    p.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=default,
-        help="log each retry (reason and wait) and each batch accepted, complete or failed",
-    )
+    if command is None:
+        verbose = f"{_BATCH_LOGS} ({', '.join(_VERBOSE_HELP)}; no effect on the others)"
+    elif command in _VERBOSE_HELP:
+        verbose = _VERBOSE_HELP[command]
+    else:
+        return
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help=verbose)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -378,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"uploader {__version__}")
-    _add_global(parser, top=True)
+    _add_global(parser, command=None)
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
@@ -500,8 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="measure submission throughput against a target", formatter_class=_Formatter
     )
     bench.add_arguments(ben)
-    for command in sub.choices.values():
-        _add_global(command, top=False)
+    for name, command in sub.choices.items():
+        _add_global(command, command=name)
     return parser
 
 

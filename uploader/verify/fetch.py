@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+
+from tenacity import RetryCallState
 
 from uploader.client import TargetClient
 from uploader.errors import (
@@ -39,6 +42,8 @@ from uploader.verify.compare import CheckOutcome, Mismatch, classify, compare
 from uploader.verify.store import Expected, VerifyStore
 
 __all__ = ["CheckStats", "Checker", "RateCap"]
+
+log = logging.getLogger(__name__)
 
 
 class RateCap:
@@ -191,11 +196,13 @@ class Checker:
             if self._submit.max_attempts <= 1:
                 raise
             first_wait_s = self._first_backoff_s(exc)
+            _log_retry(1, exc, first_wait_s)
         retrying = retry_policy(
             max_attempts=self._submit.max_attempts - 1,
             initial_s=self._submit.backoff_initial_s,
             max_s=self._submit.backoff_max_s,
             sleep=self._sleep,
+            before_sleep=_log_policy_retry,
         )
         await (self._sleep or asyncio.sleep)(first_wait_s)
         async for attempt in retrying:
@@ -221,3 +228,26 @@ class Checker:
                 raise
             slot.succeeded()
             return profile
+
+
+def _log_retry(attempt: int, exc: BaseException | None, wait_s: float) -> None:
+    """One info line per retried fetch (``-v``); the id is personal data, so not named."""
+    error = f"{type(exc).__name__}: {exc}" if exc is not None else "no answer"
+    log.info(
+        "profile fetch: attempt %d failed (%s); retrying in %.2f s",
+        attempt,
+        error,
+        wait_s,
+        extra={
+            "event": "fetch_retry",
+            "attempt": attempt,
+            "wait_s": round(wait_s, 3),
+            "error": error,
+        },
+    )
+
+
+def _log_policy_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    wait_s = state.next_action.sleep if state.next_action is not None else 0.0
+    _log_retry(state.attempt_number + 1, exc, wait_s)  # the first attempt came before the policy
