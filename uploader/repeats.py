@@ -28,9 +28,9 @@ How, in bounded memory (no set or dict of every id):
    hold back, so the pass may over-approximate but never miss one. A key
    that is not repeated only holds a unique row back (it is folded alone
    and sent in the last batches); a missed one would send an id twice.
-   ``RepeatFinder`` sorts the keys into 64 key
-   ranges, spilled to temporary files above ``SPILL_KEYS`` keys, and sorts
-   one range at a time: memory is about ``SPILL_KEYS`` keys plus one range,
+   ``RepeatFinder`` sorts the keys into 256 key ranges,
+   spilled to a temporary file above ``SPILL_KEYS`` keys, and checks one
+   range at a time: memory is about ``SPILL_KEYS`` keys plus one range,
    whatever the input size. What comes out is the sorted array of keys seen
    more than once (8 bytes per repeated id) behind a byte filter.
 2. The chunker asks ``RepeatSet.flags`` which rows to hold back and passes
@@ -83,11 +83,11 @@ __all__ = [
     "scan_repeats",
 ]
 
-BUCKETS = 64  # key ranges sorted one at a time (top 6 bits of the key)
-SPILL_KEYS = 1 << 20  # keys kept in memory (8 MB) before the ranges are appended to disk
+BUCKETS = 256  # key ranges sorted one at a time (top 8 bits of the key)
+SPILL_KEYS = 1 << 17  # keys kept in memory (1 MB) before the ranges are appended to disk
 SET_KEYS = 1 << 18  # repeated keys looked up in a frozenset; above, filter + binary search
-_FLUSH_KEYS = 1 << 16  # keys sorted into ranges at once (one C-level sort)
-_BOUNDS = [i << 58 for i in range(1, BUCKETS)]
+_FLUSH_KEYS = 1 << 15  # keys sorted into ranges at once (one C-level sort)
+_BOUNDS = [i << 56 for i in range(1, BUCKETS)]
 EXAMPLES = 5  # ids shown in the report
 _EXAMPLE_LINES = 10  # input lines shown per example id
 _ENCODE = operator.methodcaller("encode", "utf-8", "surrogateescape")
@@ -123,7 +123,10 @@ class RepeatFinder:
 
     ``add`` keys as they come; ``finish`` returns the repeated keys, sorted,
     and how many rows beyond the first each one has (``Counter``-free: the
-    duplicates of a sorted range are found with one zip).
+    duplicates of a sorted range are found with one zip). Keys are kept in
+    memory up to ``SPILL_KEYS``, then appended to one temporary file, range
+    after range, with where each range's piece lies; ``finish`` reads back
+    one range at a time (about 1/256 of the keys, as Python ints).
     """
 
     def __init__(self, tmp_dir: Path | None = None) -> None:
@@ -131,7 +134,8 @@ class RepeatFinder:
         self._pending: list[int] = []
         self._ranges = [array("Q") for _ in range(BUCKETS)]
         self._in_memory = 0
-        self._spill: list[Any] | None = None  # temporary files, one per range, once spilled
+        self._spill: Any = None  # the temporary file, once spilled
+        self._pieces: list[list[tuple[int, int]]] = [[] for _ in range(BUCKETS)]  # (offset, keys)
         self.keys = 0
 
     def add(self, keys: list[int]) -> None:
@@ -156,27 +160,28 @@ class RepeatFinder:
 
     def _spill_ranges(self) -> None:
         if self._spill is None:
-            self._spill = [
-                tempfile.TemporaryFile(dir=self._tmp_dir, prefix="uploader-keys-")  # noqa: SIM115
-                for _ in range(BUCKETS)
-            ]
-        for rng, fh in zip(self._ranges, self._spill, strict=True):
-            rng.tofile(fh)
-            del rng[:]
+            self._spill = tempfile.TemporaryFile(dir=self._tmp_dir, prefix="uploader-keys-")  # noqa: SIM115
+        fh = self._spill
+        offset = fh.seek(0, os.SEEK_END)
+        for rng, pieces in zip(self._ranges, self._pieces, strict=True):
+            if rng:
+                rng.tofile(fh)
+                pieces.append((offset, len(rng)))
+                offset += len(rng) * rng.itemsize
+                del rng[:]
         self._in_memory = 0
 
-    def _range(self, i: int) -> list[int]:
+    def _range(self, i: int) -> array[int]:
         keys = self._ranges[i]
-        if self._spill is not None:
-            fh = self._spill[i]
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(0)
-            stored = array("Q")
-            stored.fromfile(fh, size // stored.itemsize)
-            stored.extend(keys)
-            keys = stored
         self._ranges[i] = array("Q")
-        return sorted(keys)
+        if not self._pieces[i]:
+            return keys
+        stored = array("Q")
+        for offset, count in self._pieces[i]:
+            self._spill.seek(offset)
+            stored.fromfile(self._spill, count)
+        stored.extend(keys)
+        return stored
 
     def finish(self) -> tuple[array[int], array[int]]:
         """(repeated keys sorted, extra rows of each); the finder is spent afterwards."""
@@ -185,16 +190,18 @@ class RepeatFinder:
         repeated, extra = array("Q"), array("Q")
         try:
             for i in range(BUCKETS):
-                keys = self._range(i)
+                stored = self._range(i)
+                if len(set(stored)) == len(stored):
+                    continue  # no key twice (the common case: one C-level pass)
+                keys = sorted(stored)
                 dups = [a for a, b in zip(keys, islice(keys, 1, None), strict=False) if a == b]
-                if dups:
-                    counts = Counter(dups)
-                    for key in sorted(counts):
-                        repeated.append(key)
-                        extra.append(counts[key])
+                counts = Counter(dups)
+                for key in sorted(counts):
+                    repeated.append(key)
+                    extra.append(counts[key])
         finally:
-            for fh in self._spill or ():
-                fh.close()
+            if self._spill is not None:
+                self._spill.close()
             self._spill = None
         return repeated, extra
 
