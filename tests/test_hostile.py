@@ -366,6 +366,42 @@ async def test_rows_listed_as_errors_are_failed_though_the_counts_say_successful
     )
 
 
+async def test_an_id_on_two_rows_listed_as_error_fails_both_rows(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    """With --unique-ids a repeated id stays on two rows of one batch, and Target lists
+    the id once: which row failed cannot be told, so both are in failed.csv and both
+    count failed, in report.json and in status alike."""
+    server = await hostile("uncounted_errors")
+    rows = [["C000", "gold"], ["C000", "silver"], *([f"C{i:03d}", "gold"] for i in range(2, 10))]
+    with (tmp_path / "export.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([["thirdPartyId", "tier"], *rows])
+    (tmp_path / "fast.toml").write_text(CONFIG)
+    r = await uploader(
+        "run", "export.csv", "--client", "acme", "--base-url", server.base_url,
+        "--config", "fast.toml", "--unique-ids", "--work-dir", "w", "--progress", "none",
+        cwd=tmp_path, env={"TARGET_PROFILE_TOKEN": TOKEN},
+    )  # fmt: skip
+    assert r.code == 1, r.stderr
+    # The server lists the ids at positions 0, 2, 4, 6 and 8: C000 (on rows 0 and 1) once.
+    with (tmp_path / "w" / "failed.csv").open(newline="") as fh:
+        assert list(csv.reader(fh)) == [
+            ["thirdPartyId", "tier"],
+            ["C000", "gold"],
+            ["C000", "silver"],
+            *([f"C{i:03d}", "gold"] for i in (2, 4, 6, 8)),
+        ]
+    report = json.loads((tmp_path / "w" / "report.json").read_text())
+    rows_ = report["rows"]
+    assert (rows_["submitted"], rows_["successful"], rows_["failed"]) == (10, 4, 6)
+    assert report["warnings"][-1] == (
+        "6 rows listed by the server with status error beyond its failedUpdates: "
+        "counted failed (they are in failed.csv)"
+    )
+    status = await uploader("status", "w", "--json", cwd=tmp_path)
+    assert (status.code, json.loads(status.stdout)["rows"]) == (1, rows_)
+
+
 def _accepted(tmp_path: Path) -> set[int]:
     with Journal(tmp_path / "w" / "journal.sqlite") as journal:
         batches = journal.batches()

@@ -77,8 +77,8 @@ class RowCounts:
 @dataclass(frozen=True)
 class FailedRows:
     """What ``write_failed_csv`` wrote: ``rows`` in all, and per complete batch how
-    many of its ids the server listed with status ``error`` (``listed``: seq -> ids,
-    one batch row each)."""
+    many of its rows the server listed with status ``error`` (``listed``: seq -> batch
+    rows whose id was listed; a folded row counts once, whatever it folds)."""
 
     rows: int
     listed: dict[int, int]
@@ -542,6 +542,7 @@ def write_failed_csv(
     *,
     delimiter: str = ",",
     encoding: str = "utf-8",
+    folded: Callable[[str], bool] = lambda _file: False,
 ) -> FailedRows:
     """Write the rows to send again, in the input's layout; say how many (``FailedRows``).
 
@@ -551,6 +552,12 @@ def write_failed_csv(
     exists only when it holds a row, so a stale one from an earlier run never
     misleads. It is in the input's encoding and delimiter, so the same
     options read it back.
+
+    ``folded(file)``: the batch holds folded rows, which ``read_rows`` gives
+    as the input rows each one folds; there an id is one batch row. In any
+    other batch every row written is a batch row, the rows of an id sent
+    twice in it (``--unique-ids`` with a repeat) included: Target lists the
+    id, not the row, so both are sent again and both count failed.
     """
     path = Path(path)
     width = len(header_names)
@@ -569,14 +576,16 @@ def write_failed_csv(
             rows = read_rows(b.file)
             next(rows, None)  # the batch's own header line
             found: set[str] = set()
+            written = 0
             for row in rows:
                 if whole or (row and ids and row[0] in ids):
                     writer.writerow(row + [""] * (width - len(row)))
                     count += 1
                     if not whole:
-                        found.add(row[0])  # a folded id gives several rows: one batch row
+                        found.add(row[0])
+                        written += 1
             if found:
-                listed[b.seq] = len(found)
+                listed[b.seq] = len(found) if folded(b.file) else written
     if count == 0:
         path.unlink(missing_ok=True)
     return FailedRows(count, listed)

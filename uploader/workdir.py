@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from uploader import report as reporting
-from uploader.chunk import BatchFile, read_batch_rows, read_sent_rows
+from uploader.chunk import BatchFile, originals_path, read_batch_rows, read_sent_rows
 from uploader.combine import shard_section
 from uploader.errors import (
     ConfigError,
@@ -329,6 +329,7 @@ def write_outputs(
             failed_header(chunk.get("header", []), batches, settings),
             delimiter=settings.input.delimiter,
             encoding=settings.input.encoding,
+            folded=lambda file: originals_path(Path(file)).exists(),
         )
         failed_rows, listed = failed.rows, failed.listed
         journal.set_meta("listed_failed", {str(seq): n for seq, n in listed.items()})
