@@ -25,6 +25,7 @@ from uploader.pipeline import run_pipeline
 from uploader.report import render_summary
 from uploader.settings import BatchSettings, InputSettings, load_settings
 from uploader.source import ESCAPE
+from uploader.states import RejectReason
 from uploader.workdir import default_job_id
 
 
@@ -350,3 +351,19 @@ async def test_short_rows_are_in_the_report_and_the_summary(
     assert warning.startswith("3 rows have fewer fields than the header (first at line 3)")
     assert f"warning   {warning}" in render_summary(report).splitlines()
     assert stored_profiles(emu, ["C2", "C3"]) == {"C2": {"a": "1"}, "C3": {}}
+
+
+# -- 10. exports concatenated with their headers -------------------------------------------
+
+
+def test_a_copy_of_the_header_is_rejected_not_sent_as_a_profile(tmp_path: Path) -> None:
+    day = b"\xef\xbb\xbfid,tier\nC1,gold\n"  # Excel's UTF-8 export starts with a BOM
+    data = day + b"id,tier\nC2,silver\n" + day.replace(b"C1", b"C3") + b"C\xe2\x80\x8b4,x\n"
+    summary = chunk(write(tmp_path, data), tmp_path / "out")
+    assert sent_rows(summary) == [["C1", "gold"], ["C2", "silver"], ["C3", "gold"]]
+    assert [r[:3] for r in rejects(tmp_path / "out")] == [
+        ["3", "id", "header_row"],
+        ["5", "\ufeffid", "header_row"],
+        ["7", "C\u200b4", "invalid_id"],  # a zero-width space: another profile than C4
+    ]
+    assert summary.rejected == {RejectReason.HEADER_ROW: 2, RejectReason.INVALID_ID: 1}

@@ -129,14 +129,18 @@ def header_line(names: Sequence[str]) -> bytes:
 
 
 def _has_control(value: str) -> bool:
-    return any(unicodedata.category(c) == "Cc" for c in value)
+    """A control character, or an invisible format one (a byte-order mark, a zero-width
+    space): either makes an id that looks like another but is not."""
+    return any(unicodedata.category(c) in ("Cc", "Cf") for c in value)
 
 
 def id_problem(value: str, *, third_party: bool) -> RejectReason | None:
     """Why ``value`` cannot be a visitor id, or None.
 
     Target forbids ``+`` and ``/`` in a thirdPartyId; a control character
-    (a stray tab or newline from the export) is never a real id of either kind.
+    (a stray tab or newline from the export) or an invisible format character
+    (the byte-order mark of a second export pasted after the first) is never a
+    real id of either kind.
     An id of only whitespace is missing; whitespace around an id would make
     another profile than the trimmed id (``input.strip_ids`` trims it first).
     """
@@ -168,6 +172,7 @@ class ColumnPlan:
     picks: tuple[int, ...] | None
     strip_ids: bool = False  # trim whitespace around ids instead of rejecting them
     reject_short: bool = False  # rows with fewer fields than the header are rejected
+    header: tuple[str, ...] = ()  # the input header: a data row equal to it is rejected
 
     def project(self) -> Callable[[list[str]], Sequence[str]] | None:
         """A fast row -> sent values function, or None for the identity."""
@@ -245,6 +250,7 @@ def plan_columns(header: Sequence[str], settings: InputSettings, where: str) -> 
         picks=None if identity else tuple(picks),
         strip_ids=settings.strip_ids,
         reject_short=settings.short_rows == "reject",
+        header=tuple(header),
     )
 
 
@@ -272,6 +278,8 @@ def ids_valid(ids: list[str], third_party: bool) -> bool:
     """True when every id passes ``check_rows``'s id checks as it is (conservative, C-level)."""
     if not all(ids) or ids != list(map(str.strip, ids)):
         return False
+    if plan.header and plan.header[plan.id_index] in ids:  # maybe a copy of the header
+        return False
     joined = " ".join(ids)  # a space is printable, so it cannot hide a control character
     if third_party and ("+" in joined or "/" in joined):
         return False
@@ -286,6 +294,17 @@ class Checked(NamedTuple):
     originals: list[list[str]]  # the rows as read (for rejects found later)
     rejects: list[Reject]
     short: list[int]  # lines of rows with fewer fields than the header (padded or rejected)
+
+
+def _is_header(row: list[str], header: tuple[str, ...]) -> bool:
+    """A data row that is the header again (its byte-order mark too, if it had one):
+    ``cat day1.csv day2.csv`` would otherwise send a profile named after the id column."""
+    return (
+        bool(row)
+        and len(row) == len(header)
+        and row[0].removeprefix("\ufeff") == header[0]
+        and row[1:] == list(header[1:])
+    )
 
 
 def check_rows(rows: Sequence[list[str]], lines: Sequence[int], plan: ColumnPlan) -> Checked:
@@ -315,6 +334,8 @@ def check_rows(rows: Sequence[list[str]], lines: Sequence[int], plan: ColumnPlan
         reason: RejectReason | None = None
         if len(row) > width:
             reason = RejectReason.TOO_MANY_FIELDS
+        elif _is_header(row, plan.header):
+            reason = RejectReason.HEADER_ROW
         elif (
             not value
             or not value.isprintable()

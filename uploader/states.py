@@ -57,6 +57,7 @@ class RejectReason(StrEnum):
     PROFILE_TOO_LARGE = "profile_too_large"  # id and values over 64 KB (decoded UTF-8 bytes)
     MALFORMED_RECORD = "malformed_record"  # CSV syntax error, e.g. an unterminated quote
     BAD_ENCODING = "bad_encoding"  # bytes that do not decode in the input encoding
+    HEADER_ROW = "header_row"  # a copy of the header line: exports concatenated with headers
 
 
 FINAL_STATES = frozenset({BatchState.COMPLETE, BatchState.FAILED})
