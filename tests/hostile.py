@@ -25,6 +25,7 @@ misbehaves in one way per ``mode``:
 | ``uncounted_errors`` | complete; lists the even rows as errors, counts every row successful |
 | ``hangup`` | submits: the connection closed unanswered for the first ``hold_s`` |
 | ``status_hangup`` | status calls: the connection closed unanswered for the first ``hold_s`` |
+| ``stalled`` | every status: ``incomplete``, every row consumed, forever |
 
 ``status_port``: status URLs name that port of 127.0.0.1 (one where nothing
 listens, from ``closed_port()``) instead of the server's own.
@@ -64,6 +65,7 @@ MODES = (
     "uncounted_errors",
     "hangup",
     "status_hangup",
+    "stalled",
 )
 PASSWORD = "hunter2-not-a-token"
 FLOOD_BYTES = 64 * 1024 * 1024 - 64
@@ -76,6 +78,7 @@ class Seen:
     status_calls: int = 0
     throttled: int = 0
     status_times: list[float] = field(default_factory=list)
+    status_times_by_batch: dict[str, list[float]] = field(default_factory=dict)
     auth: set[str | None] = field(default_factory=set)
 
 
@@ -160,6 +163,7 @@ class HostileServer:
         now = time.monotonic()
         self.seen.status_calls += 1
         self.seen.status_times.append(now)
+        self.seen.status_times_by_batch.setdefault(request.query.get("n", ""), []).append(now)
         first = self._first_status is None
         if first:
             self._first_status = now
@@ -186,6 +190,11 @@ class HostileServer:
         if self.mode == "uncounted_errors":
             ids = self._ids.get(request.query.get("n", ""), [])
             return _xml(_uncounted_errors(batch_id, ids))
+        if self.mode == "stalled":
+            return _xml(
+                f"<response><batchId>{batch_id}</batchId><status>incomplete</status>"
+                f"<batchSize>{rows}</batchSize><consumedCount>{rows}</consumedCount></response>"
+            )
         successful = rows + 5 if self.mode == "overcount" else rows
         return _xml(
             f"<response><batchId>{batch_id}</batchId><status>complete</status>"

@@ -471,6 +471,26 @@ async def test_retry_after_on_status_holds_back_every_call_to_that_host(
     assert_no_secret(r, tmp_path)
 
 
+async def test_a_batch_that_never_moves_on_is_asked_less_and_less_often(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    """Every row consumed, status incomplete forever: no progress to estimate an end
+    from, so the calls back off with the batch's age up to status.poll_max_s (0.4 s),
+    not every poll_initial_s (20 ms) until the status timeout."""
+    server = await hostile("stalled")
+    r = await run_against(server, tmp_path, "--status-timeout", "3")
+    report = clean_exit(r, 3, tmp_path)
+    assert report["rows"]["pending"] == ROWS
+    assert report["stopped_by"] == "status_timeout"
+    assert sorted(server.seen.status_times_by_batch) == [str(n) for n in range(1, BATCHES + 1)]
+    for times in server.seen.status_times_by_batch.values():
+        # Followed for 2 s, a batch is asked every 0.4 s +-20 %, never sooner.
+        late = [b - a for a, b in itertools.pairwise(times) if a - times[0] >= 2.0]
+        assert late and min(late) >= 0.4 * 0.8 - 0.01, late
+        assert len(times) <= 40, len(times)
+    assert_no_secret(r, tmp_path)
+
+
 async def test_base_url_with_credentials_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "export.csv").write_text("thirdPartyId,tier\nC1,gold\n")
     r = await uploader(

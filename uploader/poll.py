@@ -271,6 +271,11 @@ class Poller:
                 rate = (consumed - seen[1]) / max(now - seen[0], 1e-3)
             if seen is None or consumed != seen[1]:
                 due.progress = (now, consumed)
+            elif rate is None:
+                # No progress since the last answer (stalled, or all consumed and
+                # still incomplete): nothing to estimate an end from, so back off
+                # with the batch's age rather than ask every poll_initial_s forever.
+                remaining = None
         interval = next_interval(
             now - due.since, self._settings, remaining_rows=remaining, rows_per_s=rate
         )
