@@ -9,8 +9,10 @@ existed stays as it was, mode included.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 
 from tests.helpers import CLIENT
 from tests.s3server import S3Server, s3_server
-from tests.test_cli_errors import assert_one_error_line, uploader
+from tests.test_cli_errors import Result, assert_one_error_line, uploader
 from uploader import api
 
 # Nothing listens on port 9 of loopback: were anything sent, the run would say so.
@@ -64,6 +66,26 @@ async def test_nothing_is_created(cwd: Path, args: tuple[str, ...], line: str) -
     before = tree(cwd)
     r = await uploader(*args, cwd=cwd)
     assert assert_one_error_line(r, 2, line) == f"uploader: error: {line}"
+    assert tree(cwd) == before
+
+
+CLOSED_STDIN = "-: standard input is closed: nothing to read (pipe the export in, or name a file)"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("run", "-", *TARGET), ("split", "-", "--out", "out"), ("check", "-")],
+)
+async def test_a_closed_standard_input_creates_nothing(cwd: Path, args: tuple[str, ...]) -> None:
+    """``uploader run - <&-`` (a cron line whose pipe was lost): exit 2, not a crash."""
+    before = tree(cwd)
+    proc = await asyncio.create_subprocess_exec(
+        "sh", "-c", 'exec "$0" -m uploader "$@" <&-', sys.executable, *args,
+        cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    r = Result(proc.returncode or 0, out.decode(), err.decode())
+    assert assert_one_error_line(r, 2, CLOSED_STDIN) == f"uploader: error: {CLOSED_STDIN}"
     assert tree(cwd) == before
 
 

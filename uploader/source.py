@@ -32,7 +32,6 @@ import gzip
 import io
 import os
 import stat
-import sys
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from typing import IO, Any, BinaryIO
 
 from uploader.closing import Closing
 from uploader.errors import InputError
-from uploader.sources.stream import is_url, open_url
+from uploader.sources.stream import is_url, open_url, stdin_bytes
 
 __all__ = ["BLOCK_ROWS", "ESCAPE", "CsvSource", "RecordBlock", "guess_encoding"]
 
@@ -256,7 +255,7 @@ class CsvSource(Closing):
             raise InputError(f"{self.label}: unknown encoding {encoding!r}") from exc
         try:
             if path == "-":
-                raw: Any = stdin if stdin is not None else sys.stdin.buffer
+                raw: Any = stdin if stdin is not None else stdin_bytes()
                 binary: io.BufferedReader = (
                     raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
                 )

@@ -16,13 +16,13 @@ import contextlib
 import hashlib
 import logging
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from uploader.errors import InputError, StorageError, storage_error
+from uploader.sources.stream import stdin_bytes
 
 __all__ = ["SPOOL_NAME", "Spool", "discard_spool", "keep_spool", "spool_stdin"]
 
@@ -43,7 +43,7 @@ class Spool:
 
 def spool_stdin(directory: Path, *, stdin: BinaryIO | None = None) -> Spool:
     """Copy all of standard input into a new owner-only file in ``directory``."""
-    source = stdin if stdin is not None else sys.stdin.buffer
+    source = stdin if stdin is not None else stdin_bytes()  # before anything is created
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, name = tempfile.mkstemp(prefix=".stdin-", suffix=".tmp", dir=directory)

@@ -23,7 +23,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from uploader.errors import InputError
 
-__all__ = ["InputStream", "is_url", "object_identity", "open_input", "open_url"]
+__all__ = ["InputStream", "is_url", "object_identity", "open_input", "open_url", "stdin_bytes"]
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # The pip extra that brings each scheme's filesystem, for the error message.
@@ -60,6 +60,15 @@ class InputStream:
             self._raw.close()
 
 
+def stdin_bytes() -> BinaryIO:
+    """Standard input as bytes; InputError when the process has none (``<&-``)."""
+    if sys.stdin is None:
+        raise InputError(
+            "-: standard input is closed: nothing to read (pipe the export in, or name a file)"
+        )
+    return sys.stdin.buffer
+
+
 def open_input(
     name: str,
     *,
@@ -68,7 +77,7 @@ def open_input(
 ) -> InputStream:
     """Open ``name`` for streaming; whole-input problems are one-line ``InputError``."""
     if name == "-":
-        return InputStream(name, stdin if stdin is not None else sys.stdin.buffer, ours=False)
+        return InputStream(name, stdin if stdin is not None else stdin_bytes(), ours=False)
     try:
         if is_url(name):
             return InputStream(name, _open_url(name, storage_options or {}), ours=True)
