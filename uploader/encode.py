@@ -45,6 +45,7 @@ __all__ = [
     "id_problem",
     "ids_valid",
     "plan_columns",
+    "plan_ids_valid",
     "profile_bytes",
 ]
 
@@ -271,14 +272,20 @@ def _all_valid(rows: Sequence[list[str]], plan: ColumnPlan) -> bool:
     shortest = plan.width if plan.reject_short else plan.id_index + 1
     if max(map(len, rows)) > plan.width or min(map(len, rows)) < shortest:
         return False
-    return ids_valid(list(map(operator.itemgetter(plan.id_index), rows)), plan.third_party)
+    return plan_ids_valid(list(map(operator.itemgetter(plan.id_index), rows)), plan)
+
+
+def plan_ids_valid(ids: list[str], plan: ColumnPlan) -> bool:
+    """``ids_valid``, and no id that may be a row copying the header (``check_rows``
+    rejects those as header_row): the fast paths keep only what it would keep."""
+    if plan.header and plan.header[plan.id_index] in ids:
+        return False
+    return ids_valid(ids, plan.third_party)
 
 
 def ids_valid(ids: list[str], third_party: bool) -> bool:
     """True when every id passes ``check_rows``'s id checks as it is (conservative, C-level)."""
     if not all(ids) or ids != list(map(str.strip, ids)):
-        return False
-    if plan.header and plan.header[plan.id_index] in ids:  # maybe a copy of the header
         return False
     joined = " ".join(ids)  # a space is printable, so it cannot hide a control character
     if third_party and ("+" in joined or "/" in joined):

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator
 from itertools import chain, repeat
 from operator import itemgetter, methodcaller
 
-from uploader.encode import ColumnPlan, check_rows, ids_valid
+from uploader.encode import ColumnPlan, check_rows, plan_ids_valid
 from uploader.source import BLOCK_ROWS, CsvSource
 
 __all__ = ["CHUNK_CHARS", "csv_kept_ids"]
@@ -127,7 +127,7 @@ def _chunk_ids(outside: list[str], plan: ColumnPlan, delimiter: str) -> list[str
         return _EXACT  # a quoted id (or the placeholder in the data): csv.reader reads it
     if plan.strip_ids:
         ids = list(map(str.strip, ids))
-    return ids if ids_valid(ids, plan.third_party) else _EXACT
+    return ids if plan_ids_valid(ids, plan) else _EXACT
 
 
 def _quotes_as_csv(outside: list[str], delimiter: str) -> bool:
