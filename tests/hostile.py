@@ -17,6 +17,7 @@ misbehaves in one way per ``mode``:
 | ``same_id`` | the same batch id for every batch |
 | ``wrong_id`` | first status answer names another batch |
 | ``overcount`` | ``successfulUpdates`` 5 above ``batchSize`` |
+| ``overfailed`` | every row successful and 5 failed: the counts add up to 5 above ``batchSize`` |
 | ``retry_after`` | status calls: 429 ``Retry-After: 999999999`` for the first ``hold_s`` |
 | ``error500`` | every submit: HTTP 500 |
 | ``echo_profile`` | behaves, but a fetched profile's values and dates echo our token |
@@ -57,6 +58,7 @@ MODES = (
     "same_id",
     "wrong_id",
     "overcount",
+    "overfailed",
     "retry_after",
     "error500",
     "echo_profile",
@@ -196,11 +198,13 @@ class HostileServer:
                 f"<batchSize>{rows}</batchSize><consumedCount>{rows}</consumedCount></response>"
             )
         successful = rows + 5 if self.mode == "overcount" else rows
+        failed = 5 if self.mode == "overfailed" else 0
         return _xml(
             f"<response><batchId>{batch_id}</batchId><status>complete</status>"
             f"<batchSize>{rows}</batchSize><consumedCount>{rows}</consumedCount>"
             f"<successfulUpdates>{successful}</successfulUpdates>"
-            "<profilesNotFound>0</profilesNotFound><failedUpdates>0</failedUpdates></response>"
+            f"<profilesNotFound>0</profilesNotFound><failedUpdates>{failed}</failedUpdates>"
+            "</response>"
         )
 
     # -- profile fetch -----------------------------------------------------------------

@@ -454,6 +454,24 @@ async def test_more_successful_updates_than_rows_is_a_warning(
     assert_no_secret(r, tmp_path)
 
 
+async def test_counts_that_add_up_to_more_than_the_batch_are_a_warning(
+    hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
+) -> None:
+    server = await hostile("overfailed")  # 10 successful and 5 failed, of 10 rows
+    r = await run_against(server, tmp_path)
+    report = clean_exit(r, 1, tmp_path)
+    assert report["rows"]["successful"] == 5 * BATCHES
+    assert report["rows"]["failed"] == 5 * BATCHES
+    warnings = [
+        f"batch {seq}: server counts add up to 15 (10 successful, 5 failed, 0 not found) for "
+        "a batch of 10 rows: its failed and not found counts were taken"
+        for seq in range(1, BATCHES + 1)
+    ]
+    assert report["warnings"] == warnings
+    assert f"warning   {warnings[0]}" in r.stderr.splitlines()
+    assert_no_secret(r, tmp_path)
+
+
 async def test_retry_after_on_status_holds_back_every_call_to_that_host(
     hostile: Callable[..., Awaitable[HostileServer]], tmp_path: Path
 ) -> None:

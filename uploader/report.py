@@ -361,10 +361,17 @@ def _warnings(
             continue
         if b.batch_size != b.rows:
             out.append(f"batch {b.seq}: server counted {b.batch_size} rows, we sent {b.rows}")
+        counted = (b.successful or 0) + (b.failed or 0) + (b.not_found or 0)
         if b.successful is not None and b.successful > b.batch_size:
             out.append(
                 f"batch {b.seq}: server reported {b.successful} successful updates "
                 f"for a batch of {b.batch_size} rows"
+            )
+        elif counted > b.batch_size:
+            out.append(
+                f"batch {b.seq}: server counts add up to {counted} ({b.successful or 0} "
+                f"successful, {b.failed or 0} failed, {b.not_found or 0} not found) for a "
+                f"batch of {b.batch_size} rows: its failed and not found counts were taken"
             )
     for batch_id, seqs in by_id.items():
         if len(seqs) > 1:
