@@ -119,6 +119,11 @@ def test_the_budget_splits_memory_and_files(tmp_path: Path) -> None:
     assert (len(list(directory.iterdir())), spool.disk_bytes) == (1, 40)
     spool.close()
     assert not directory.exists() and spool.disk_bytes == 0
+    held[3].release()  # its file went with the directory: counted once only
+    assert spool.disk_bytes == 0
+    assert isinstance(spool.hold(b"w" * 200), FileBody)  # a new directory
+    assert spool.disk_bytes == 200 and spool.directory not in (None, directory)
+    spool.close()
 
 
 def test_a_removed_file_is_an_error_not_silence(tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ class FileBody(QueuedBody):
         self.size = size
         self.path: Path | None = path
         self._spool = spool
+        self._generation = spool.generation
 
     def windows(self) -> Iterator[bytes]:
         pos = 0
@@ -93,10 +94,10 @@ class FileBody(QueuedBody):
             return block
 
     def release(self) -> None:
-        if self.path is not None:
+        if self.path is not None and self._generation == self._spool.generation:
             self.path.unlink(missing_ok=True)
             self._spool.disk_bytes -= self.size
-        self.path = None
+        self.path = None  # after close(), its file is gone and no longer counted
 
 
 class Spool:
@@ -112,6 +113,7 @@ class Spool:
         self.disk_bytes = 0  # queued bytes in files now
         self.peak_memory_bytes = 0
         self.spilled = 0  # bodies written to a file so far
+        self.generation = 0  # one more at each close(), which removes every file
         self._parent = directory
         self._dir: Path | None = None
         self._names = itertools.count(1)
@@ -152,3 +154,4 @@ class Spool:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
         self.disk_bytes = 0
+        self.generation += 1
