@@ -12,8 +12,10 @@ The full size is 10,000,000 rows (the default of this program): ~1.4 GB of
 CSV; on a 2-core machine expect ~8-10 minutes in all (export generation
 ~30 s, chunking alone, then the run, which is bound by the 200 s of
 applying). The emulator runs with ``--store none`` (counts and a digest, no
-profiles), so its memory stays flat; with every profile kept it would need
-about 13 GB at the full size (see ``bench_emulator``).
+profiles) and its default ``--queue-memory`` of 256 MB (the batches waiting to
+be applied beyond it wait on disk), so its memory stays flat; with every
+profile kept it would need about 13 GB at the full size (see
+``bench_emulator``).
 ``python -m benchmarks`` runs it at 1,000,000 rows unless given --full.
 
     python -m benchmarks.bench_overnight [--quick] [--rows N]
@@ -41,6 +43,7 @@ FULL_ROWS = 10_000_000
 LATENCY_MS = (200.0, 500.0)
 LIMIT = 8
 APPLY_RATE = 50_000.0
+QUEUE_MEMORY_MB = 256.0  # the emulator's default: queued bodies beyond it wait on disk
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "server_limit": LIMIT,
             "apply_rate": APPLY_RATE,
             "concurrency": 8,
+            "emulator_queue_memory_mb": QUEUE_MEMORY_MB,
         },
     )
     started = time.perf_counter()
@@ -77,7 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(Path(tmp) / "split")
         work = Path(tmp) / "run"
         with EmulatorProcess(
-            latency_ms=LATENCY_MS, max_inflight=LIMIT, apply_rate=APPLY_RATE, store="none"
+            latency_ms=LATENCY_MS,
+            max_inflight=LIMIT,
+            apply_rate=APPLY_RATE,
+            store="none",
+            queue_memory_mb=QUEUE_MEMORY_MB,
         ) as emu:
             args = [
                 sys.executable, "-m", "uploader", "run", str(export),
@@ -122,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "status_polls": counters.get("status_polls", 0),
             "peak_rss_mb": rss,
             "emulator_rss_mb": emu_rss,
+            "emulator_peak_queued_memory_mb": stats["peak_queued_bytes_memory"] / MB,
+            "emulator_batches_spilled": stats["batches_spilled"],
         }
     )
     result.params["submit_stage_s"] = percentiles(stage)
@@ -136,7 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     result.add("run exit code", code, "", "<=", 0)
     result.add("peak RSS of the run", rss, "MB")
-    result.add("peak RSS of the emulator (--store none)", emu_rss, "MB")
+    result.add(
+        "peak RSS of the emulator (--store none)",
+        emu_rss,
+        "MB",
+        note=f"bodies waiting in its memory peaked at {stats['peak_queued_bytes_memory'] / MB:,.0f}"
+        f" MB (--queue-memory {QUEUE_MEMORY_MB:g}); {stats['batches_spilled']} of {batches} "
+        "batches waited on disk",
+    )
     result.add("rows/s end to end", rows / total_s, "rows/s")
     if rows < FULL_ROWS:
         result.notes.append(

@@ -244,6 +244,7 @@ class EmulatorProcess:
         retry_after_s: float = 1.0,
         fetch_latency_ms: tuple[float, float] = (0.0, 0.0),
         store: str = "full",
+        queue_memory_mb: float | None = None,
     ) -> None:
         self.args = [
             sys.executable,
@@ -265,6 +266,8 @@ class EmulatorProcess:
         ]
         if max_inflight is not None:
             self.args += ["--max-inflight", str(max_inflight)]
+        if queue_memory_mb is not None:
+            self.args += ["--queue-memory", f"{queue_memory_mb:g}"]
         self.proc: subprocess.Popen[str] | None = None
         self.base_url = ""
 
