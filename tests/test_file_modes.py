@@ -89,3 +89,21 @@ async def test_a_summary_file_we_append_to_keeps_its_mode(tmp_path: Path) -> Non
     assert stat.S_IMODE(step.stat().st_mode) == 0o644  # GitHub's file: appended, mode kept
     assert summary.read_text().startswith("## ❌ uploader: ERROR (exit 2)")  # replaced
     assert stat.S_IMODE(summary.stat().st_mode) == 0o600
+
+
+@pytest.mark.usefixtures("umask_022")
+async def test_outputs_at_a_link_are_written_through_it(tmp_path: Path) -> None:
+    """A link (``/dev/stdout`` is one) is written through, never replaced by a file."""
+    (tmp_path / "real").mkdir()
+    for name in ("summary.md", "report.json"):
+        (tmp_path / name).symlink_to(tmp_path / "real" / name)
+    result = await uploader(
+        "run", "missing.csv", "--client", CLIENT, "--work-dir", "w",
+        "--summary-md", "summary.md", "--report", "report.json", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.code == 2, result.stderr
+    assert (tmp_path / "summary.md").is_symlink() and (tmp_path / "report.json").is_symlink()
+    summary, report = tmp_path / "real" / "summary.md", tmp_path / "real" / "report.json"
+    assert summary.read_text().startswith("## ❌ uploader: ERROR (exit 2)")
+    assert json.loads(report.read_text())["status"] == "error"
+    assert _modes(tmp_path / "real") == {"report.json": 0o600, "summary.md": 0o600}

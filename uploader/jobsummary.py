@@ -173,9 +173,10 @@ def write_summary(path: Path, text: str, *, append: bool) -> None:
     """Append to (GitHub's step summary) or replace (``--summary-md``) a summary file.
 
     Owner-only like every other output of a run: the summary names the input
-    and the ids of rejected rows. A replaced file is written atomically
-    (``private_file``); a file appended to keeps the mode it has (the CI
-    runner made it), and is created 0o600 when it does not exist yet.
+    and the ids of rejected rows. A replaced file is written by
+    ``private_file`` (atomically, or through a link or to a device such as
+    ``/dev/stderr``); a file appended to keeps the mode it has (the CI runner
+    made it), and is created 0o600 when it does not exist yet.
     """
     if not append:
         with private_file(path) as fh:

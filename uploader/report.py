@@ -425,7 +425,17 @@ def _private_file(
 
     The temp file is made by ``mkstemp`` (mode 0o600) in the target's directory
     so the final ``os.replace`` is atomic; on error it is removed.
+
+    A path that is a symbolic link or not a regular file (``/dev/stdout``, a
+    pipe) is not ours to replace: it is written through, as ``open(path, "w")``
+    would (a file it creates is 0o600). Replacing ``/dev/stdout`` would break
+    it for every process of the machine.
     """
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding=encoding, newline=newline) as f:
+            yield f
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
