@@ -86,6 +86,33 @@ async def test_split_refuses_an_out_dir_with_files_of_its_own(tmp_path: Path) ->
     _unchanged(out, 0o755)
 
 
+async def test_split_refuses_the_work_dir_of_a_run(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """A split there would delete and replace the batch files the run sends (while it
+    runs, the run then fails them: 'cannot read batch file')."""
+    emu = await emulator_factory()
+    _export(tmp_path)
+    r = await uploader(
+        "run", "export.csv", "--client", "acme", "--base-url", emu.base_url,
+        "--work-dir", "w", "--progress", "none", "--max-batch-rows", "10", "--no-wait",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.code == 3, r.stderr
+    work = tmp_path / "w"
+    before = {str(p.relative_to(work)): p.read_bytes() for p in work.rglob("batch*") if p.is_file()}
+    assert len(before) == 5
+    r = await uploader("split", "export.csv", "--out", "w", cwd=tmp_path)
+    assert_one_error_line(
+        r,
+        2,
+        "w: the work dir of a run (it holds journal.sqlite): a split there would replace "
+        "the batch files that run sends; choose another --out",
+    )
+    after = {str(p.relative_to(work)): p.read_bytes() for p in work.rglob("batch*") if p.is_file()}
+    assert after == before
+
+
 async def test_an_empty_existing_dir_is_used_and_keeps_its_mode(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from typing import TextIO
 from rich import filesize
 
 from uploader.chunk import Chunker, ChunkSummary
+from uploader.errors import ConfigError
 from uploader.report import repeats_line
 from uploader.settings import BatchSettings, InputSettings
 from uploader.sources.spool import discard_spool, spool_stdin
@@ -64,12 +65,17 @@ def run_split(
     """Run ``uploader split``; return 0 when nothing was rejected, else 1.
 
     ``--out`` must be new, empty, or an earlier split's output: files of
-    anyone else are never replaced, and an earlier split's batch files are
-    removed first. Standard input is spooled into it first
+    anyone else are never replaced (a run's work dir neither), and an earlier
+    split's batch files are removed first. Standard input is spooled into it first
     (the chunker reads a file) and the spool removed at the end.
     """
     out = Path(out_dir)
     check_ours(out, what="output dir", flag="--out")
+    if (out / "journal.sqlite").is_file():  # running or not, its batch files are its own
+        raise ConfigError(
+            f"{out}: the work dir of a run (it holds journal.sqlite): a split there would "
+            "replace the batch files that run sends; choose another --out"
+        )
     spool = None
     try:
         # A split starts over: batch files of an earlier split must not mix with these.
