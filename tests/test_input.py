@@ -367,3 +367,13 @@ def test_a_copy_of_the_header_is_rejected_not_sent_as_a_profile(tmp_path: Path) 
         ["7", "C\u200b4", "invalid_id"],  # a zero-width space: another profile than C4
     ]
     assert summary.rejected == {RejectReason.HEADER_ROW: 2, RejectReason.INVALID_ID: 1}
+
+
+def test_attribute_names_with_spaces_around_them_are_a_warning(tmp_path: Path) -> None:
+    summary = chunk(write(tmp_path, b"id, tier,ltv ,note\nC1, gold,1,x\n"), tmp_path / "out")
+    assert sent_rows(summary) == [["C1", " gold", "1", "x"]]  # sent as the export says
+    assert summary.warnings == (
+        "2 attribute names have spaces around them and are sent as they are: ' tier', "
+        "'ltv ' (Target keeps ' tier' apart from 'tier'); fix the header, or map the names "
+        "with input.rename",
+    )

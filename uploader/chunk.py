@@ -659,6 +659,19 @@ class _InputNotes:
                 "the header has no attribute column besides the id: rows carry no profile "
                 "attributes (is --delimiter right?)"
             )
+        spaced = [name for name in plan.names[1:] if name != name.strip()]
+        if spaced:
+            shown = ", ".join(repr(name) for name in spaced[:5])
+            what = (
+                "1 attribute name has spaces around it and is sent as it is"
+                if len(spaced) == 1
+                else f"{len(spaced)} attribute names have spaces around them and are sent "
+                "as they are"
+            )
+            out.append(
+                f"{what}: {shown} (Target keeps ' tier' apart from 'tier'); fix the header, "
+                "or map the names with input.rename"
+            )
         if read == 0:
             out.append("the input has a header but no data rows: nothing to send")
         if limited:
