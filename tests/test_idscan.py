@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import gzip
 import io
 from pathlib import Path
 
@@ -22,7 +23,23 @@ from uploader.sources import open_source
 # Ids: repeated, padded (kept with input.strip_ids), rejected (empty, "+" in a
 # thirdPartyId, a non-ASCII space), outside ASCII and the BMP, the scan's placeholder.
 IDS = st.sampled_from(
-    ["a", "b", "c", "a", "b", "é", "東京", "🎉", " a", "a ", "x+y", "", "\x1e", "a\u3000"]
+    [
+        "a",
+        "b",
+        "c",
+        "a",
+        "b",
+        "é",
+        "東京",
+        "🎉",
+        " a",
+        "a ",
+        "x+y",
+        "",
+        "\x1e",
+        "a\u3000",
+        "b\udcff",
+    ]
 )
 # Other values: what csv.writer quotes (quotes, delimiters, line breaks) and what it does not.
 VALUES = st.sampled_from(
@@ -74,7 +91,11 @@ def exports(draw: st.DrawFn) -> tuple[bytes, InputSettings]:
     )
     text = io.StringIO(newline="")
     writer = csv.writer(text, delimiter=delimiter, lineterminator=ending)
-    writer.writerow([f"c{i}" for i in range(width)])
+    text.write(draw(st.sampled_from(["", "\n", "\r\n", "\r", "\n\n"])))  # before the header
+    names = [f"c{i}" for i in range(width)]
+    if id_at < width - 1 and draw(st.booleans()):
+        names[-1] += "\nof two lines"  # a quoted line break in the header
+    writer.writerow(names)
     for row in rows:
         if isinstance(row, str):  # a raw line: stray quotes, a lone \r, a blank line
             text.write(row.removeprefix("<raw>") + ending)
@@ -85,9 +106,12 @@ def exports(draw: st.DrawFn) -> tuple[bytes, InputSettings]:
         data = data.rstrip("\r\n")  # no line break after the last record
     if encoding == "latin-1":
         data = data.encode("latin-1", "replace").decode("latin-1")
-    raw = data.encode(encoding, "surrogatepass")
+    # Undecodable bytes (b"\xff") where the encoding can have them.
+    raw = data.encode(encoding, "replace" if encoding == "utf-16" else "surrogateescape")
     if encoding == "utf-8" and draw(st.booleans()):
         raw = b"\xef\xbb\xbf" + raw  # a BOM
+    if draw(st.booleans()):
+        raw = gzip.compress(raw)
     inp = InputSettings(
         id_column=f"c{id_at}",
         delimiter=delimiter,
@@ -158,7 +182,12 @@ def test_a_clean_export_is_read_without_csv_reader(
 
     monkeypatch.setattr(idscan, "_exact_ids", refuse)
     monkeypatch.setattr(idscan, "CHUNK_CHARS", 1000)
-    assert fast_ids(path, InputSettings()) == expected
+    assert fast_ids(path, InputSettings()) == expected  # from the file's bytes
+    with CsvSource(path, encoding="cp1252") as src:
+        assert src.raw_chunks(1000) is None  # not UTF-8: read as text
+    assert fast_ids(path, InputSettings(encoding="cp1252")) == exact_ids(
+        path, InputSettings(encoding="cp1252")
+    )
 
 
 def test_a_late_stray_quote_switches_to_csv_reader_for_the_rest(
@@ -184,3 +213,15 @@ def test_a_late_stray_quote_switches_to_csv_reader_for_the_rest(
     assert ids == [f"id{i}" for i in range(181)] + ["id180"] + [f"id{i}" for i in range(182, 200)]
     assert calls == [1]  # once, from the chunk with the stray quote to the end
     assert scan_repeats(path, InputSettings()).ids == 1
+
+
+@pytest.mark.parametrize("chunk_bytes", [5, 7, 64])
+def test_after_the_switch_the_bytes_are_decoded_across_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_bytes: int
+) -> None:
+    """Chunks of the file's bytes cut characters; the text read after the switch does not."""
+    rows = ['é1,a"b"c\n'] + [f"é東🎉{i % 7},x\n" for i in range(60)]
+    path = tmp_path / "export.csv"
+    path.write_text("id,v\n" + "".join(rows), encoding="utf-8")
+    monkeypatch.setattr(idscan, "CHUNK_CHARS", chunk_bytes)
+    assert fast_ids(path, InputSettings()) == ["é1"] + [f"é東🎉{i % 7}" for i in range(60)]

@@ -220,6 +220,9 @@ class CsvSource(Closing):
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.label = "<stdin>" if str(path) == "-" else str(path)
+        # A local file can be read again as bytes (``raw_chunks``); stdin and URLs cannot.
+        self._path = None if str(path) == "-" or is_url(str(path)) else Path(path)
+        self._encoding = encoding
         self.delimiter = delimiter
         self._binary: IO[bytes] | None = None
         self.size_bytes: int | None = None  # of a regular file, for progress
@@ -394,6 +397,52 @@ class CsvSource(Closing):
             if not data:
                 return
             yield data
+
+    def raw_chunks(self, size: int) -> Iterator[bytes] | None:
+        """The bytes after the header, ``size`` at a time, for a UTF-8 file (else None).
+
+        The file is opened again (gunzipped if need be), and the blank lines
+        before the header and the header's physical lines are skipped,
+        as the text reader split them (``\n``, ``\r\n`` or a lone ``\r``).
+        """
+        if self._path is None or codecs.lookup(self._encoding).name != "utf-8":
+            return None
+        try:
+            binary = open(self._path, "rb")  # noqa: SIM115 - closed by the generator
+        except OSError:
+            return None
+        return self._raw_after_header(binary, size)
+
+    def _raw_after_header(self, binary: BinaryIO, size: int) -> Iterator[bytes]:
+        with binary:
+            stream: Any = binary
+            if binary.read(2) == b"\x1f\x8b":
+                binary.seek(0)
+                stream = gzip.GzipFile(fileobj=binary, mode="rb")
+            else:
+                binary.seek(0)
+            try:
+                data = stream.read(size)  # a BOM is part of the header's first line
+                pos, lines = 0, self._skipped + self._reader.line_num
+                while lines:
+                    cr, nl = data.find(b"\r", pos), data.find(b"\n", pos)
+                    end = min(i for i in (cr, nl) if i >= 0) if cr >= 0 or nl >= 0 else -1
+                    if end < 0 or (end == len(data) - 1 and data[end] == 13):
+                        more = stream.read(size)  # the line goes on (or a \n may follow)
+                        if more:
+                            data = data[pos:] + more
+                            pos = 0
+                            continue
+                        if end < 0:
+                            return  # the header was the last line
+                    pos = end + 2 if data[end : end + 2] == b"\r\n" else end + 1
+                    lines -= 1
+                if pos < len(data):
+                    yield data[pos:]
+                while chunk := stream.read(size):
+                    yield chunk
+            except _READ_ERRORS as exc:
+                raise InputError(f"{self.label}: cannot read: {exc}") from exc
 
     @property
     def bytes_read(self) -> int | None:
