@@ -399,13 +399,15 @@ class CsvSource(Closing):
             yield data
 
     def raw_chunks(self, size: int) -> Iterator[bytes] | None:
-        """The bytes after the header, ``size`` at a time, for a UTF-8 file (else None).
+        """The bytes after the header, ``size`` at a time, for a regular UTF-8 file (else None).
 
         The file is opened again (gunzipped if need be), and the blank lines
         before the header and the header's physical lines are skipped,
         as the text reader split them (``\n``, ``\r\n`` or a lone ``\r``).
         """
         if self._path is None or codecs.lookup(self._encoding).name != "utf-8":
+            return None
+        if not self._path.is_file():  # a named pipe cannot be read again
             return None
         try:
             binary = open(self._path, "rb")  # noqa: SIM115 - closed by the generator
