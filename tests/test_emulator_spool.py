@@ -286,3 +286,27 @@ async def test_the_command_removes_its_spill_directory_on_sigterm(tmp_path: Path
         (directory,) = tmp_path.iterdir()
         assert [f.read_bytes() for f in directory.iterdir()] == [body[len("batch=") :]]
     assert list(tmp_path.iterdir()) == []  # spawned_emulator sent SIGTERM and waited
+
+
+async def test_a_chunked_body_is_read_whole_into_one_buffer(
+    emulator_factory: EmulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    """No Content-Length: the buffer grows as chunks come; the same batch as in one piece."""
+    emu = await emulator_factory(queue_memory_mb=0)
+    table = [["thirdPartyId", "a"]] + [[f"C{i}", "é & x"] for i in range(3000)]
+    body = fd.encode_body(table) + b"&ignored=1"
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 7000):
+            yield body[start : start + 7000]
+
+    url = f"{emu.base_url}/m2/{CLIENT}/v2/profile/batchUpdate"
+    async with http.post(url, data=pieces()) as resp:
+        assert resp.status == 200
+        assert resp.request_info.headers.get("Transfer-Encoding") == "chunked"
+    await emu.wait_applied()
+    stats = emu.stats()
+    assert (stats["rows_applied"], stats["bytes_received"]) == (3000, len(body))
+    assert (emu.profile(CLIENT, "thirdPartyId", "C2999") or {})["profileAttributes"]["a"][
+        "value"
+    ] == "é & x"

@@ -327,13 +327,17 @@ class Emulator:
             _drop_connection(request)
         return _xml(render.submit_xml(url))
 
-    def _take(self, body: bytes | None) -> _Taken | web.Response:
-        """Check a submitted body and spool its value, or the refusal to answer."""
+    def _take(self, body: bytearray | None) -> _Taken | web.Response:
+        """Check a submitted body and spool its value, or the refusal to answer.
+
+        The body becomes its value in place (``formdata.batch_value``): hashed first.
+        """
         stats = self._stats
         if body is None:
             stats.batches_rejected += 1
             return _xml(render.error_xml("Batch size must be under 50 MB"), status=413)
         stats.bytes_received += len(body)
+        digest = hashlib.sha256(body).digest()
         try:
             scan = formdata.scan_batch(body)
         except formdata.BatchFormatError as exc:
@@ -346,7 +350,7 @@ class Emulator:
             log.error("emulator: cannot spill a batch body: %s", exc)
             stats.spill_errors += 1
             return _xml(render.error_xml("Service unavailable"), status=503)
-        return _Taken(scan.header, scan.rows, queued, hashlib.sha256(body).digest())
+        return _Taken(scan.header, scan.rows, queued, digest)
 
     def _accept(self, client: str, api: str, taken: _Taken) -> Batch:
         stats = self._stats
@@ -419,18 +423,28 @@ class Emulator:
         return web.json_response(self.stats())
 
 
-async def _read_capped(request: web.Request, limit: int) -> bytes | None:
-    """The whole body, or None once it reaches ``limit`` bytes (never buffered past it)."""
-    if request.content_length is not None and request.content_length >= limit:
+async def _read_capped(request: web.Request, limit: int) -> bytearray | None:
+    """The whole body, or None once it reaches ``limit`` bytes (never buffered past it).
+
+    Read into one buffer, not a list of chunks joined into a second copy; of the
+    declared length when there is one (aiohttp reads no byte past it).
+    """
+    declared = request.content_length
+    if declared is not None and declared >= limit:
         return None
-    chunks: list[bytes] = []
+    body = bytearray(declared or 0)
     size = 0
     while chunk := await request.content.readany():
-        size += len(chunk)
-        if size >= limit:
+        if size + len(chunk) >= limit:
             return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+        if size + len(chunk) <= len(body):
+            body[size : size + len(chunk)] = chunk
+        else:
+            del body[size:]
+            body += chunk
+        size += len(chunk)
+    del body[size:]  # a body shorter than declared (aiohttp raises before this)
+    return body
 
 
 def _drop_connection(request: web.Request) -> None:

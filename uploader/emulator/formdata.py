@@ -24,7 +24,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -36,6 +36,7 @@ __all__ = [
     "BatchFormatError",
     "BatchHeader",
     "BatchScan",
+    "Raw",
     "batch_value",
     "count_rows",
     "decode_field",
@@ -54,6 +55,8 @@ MAX_ROWS = 500_000  # rows after the header
 ID_TYPES = ("pcId", "thirdPartyId")
 UNEXPECTED = "Unexpected error"  # Target's message for a body it cannot decode
 
+# raw form data: the emulator reads a body into a bytearray and cuts it to its value in place
+Raw = bytes | bytearray
 _PREFIX = b"batch="
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _HIGH_ESCAPE = re.compile(rb"%[89A-Fa-f]")
@@ -88,22 +91,29 @@ class BatchScan:
 
     header: BatchHeader
     rows: int  # non-blank lines after the header
-    value: bytes  # the raw (still encoded) batch value, truncated at the first raw '&'
+    value: Raw  # the raw (still encoded) batch value, cut at the first raw '&'
 
 
-def batch_value(body: bytes) -> bytes:
+def batch_value(body: Raw) -> Raw:
     """The raw value of the first form field, which must be ``batch``.
 
     Everything from the first raw ``&`` on is another form field and is ignored,
-    which is how a raw ``&`` inside a value truncates a batch.
+    which is how a raw ``&`` inside a value truncates a batch. A bytearray body
+    (the emulator reads bodies into one) is cut down to its value in place, so
+    a body of up to 50 MB is not copied.
     """
     if not body.startswith(_PREFIX):
         raise BatchFormatError("Request body must start with batch=")
     end = body.find(b"&")
+    if isinstance(body, bytearray):
+        if end >= 0:
+            del body[end:]
+        del body[: len(_PREFIX)]  # O(1) at the front of a bytearray
+        return body
     return body[len(_PREFIX) :] if end < 0 else body[len(_PREFIX) : end]
 
 
-def _percent_decode(raw: bytes) -> bytes:
+def _percent_decode(raw: Raw) -> bytes:
     """Percent-decode at C speed (escapes already validated).
 
     ``binascii.a2b_qp`` decodes ``=XX`` escapes; protecting the raw ``=`` first
@@ -112,7 +122,7 @@ def _percent_decode(raw: bytes) -> bytes:
     return binascii.a2b_qp(raw.replace(b"=", b"=3D").replace(b"%", b"="))
 
 
-def _check_utf8(value: bytes, chunk: int = _UTF8_CHUNK) -> None:
+def _check_utf8(value: Raw, chunk: int = _UTF8_CHUNK) -> None:
     """Strict UTF-8 validation of the percent-decoded value, a chunk at a time.
 
     Neither a decoded copy of the whole value nor a 4-bytes-per-char str of
@@ -135,7 +145,7 @@ def _check_utf8(value: bytes, chunk: int = _UTF8_CHUNK) -> None:
         raise BatchFormatError(UNEXPECTED) from exc
 
 
-def decode_field(raw: bytes) -> str:
+def decode_field(raw: Raw) -> str:
     """One field: ``+`` is a space, ``%XX`` a byte, the bytes UTF-8 (strict)."""
     if b"%" in raw:
         if _BAD_ESCAPE.search(raw):
@@ -149,11 +159,11 @@ def decode_field(raw: bytes) -> str:
         raise BatchFormatError(UNEXPECTED) from exc
 
 
-def _strip_cr(line: bytes) -> bytes:
+def _strip_cr(line: Raw) -> Raw:
     return line[:-1] if line.endswith(b"\r") else line
 
 
-def iter_lines(value: bytes) -> Iterator[bytes]:
+def iter_lines(value: Raw) -> Iterator[Raw]:
     """The non-blank raw lines of a batch value, lazily, a window at a time."""
     pos, size = 0, len(value)
     while pos < size:
@@ -167,7 +177,7 @@ def iter_lines(value: bytes) -> Iterator[bytes]:
         pos = end + 1
 
 
-def count_rows(value: bytes) -> int:
+def count_rows(value: Raw) -> int:
     """Number of non-blank lines, without a Python loop over them.
 
     Equal to ``sum(1 for _ in iter_lines(value))`` (property-tested).
@@ -182,7 +192,7 @@ def count_rows(value: bytes) -> int:
     return lines - blank
 
 
-def parse_header(line: bytes) -> BatchHeader:
+def parse_header(line: Raw) -> BatchHeader:
     """Decode the header line; its first column names the id type."""
     fields = [decode_field(f) for f in line.split(b",")]
     if fields[0] not in ID_TYPES:
@@ -193,8 +203,10 @@ def parse_header(line: bytes) -> BatchHeader:
     return BatchHeader(id_type=fields[0], names=names)
 
 
-def scan_batch(body: bytes) -> BatchScan:
+def scan_batch(body: Raw) -> BatchScan:
     """The synchronous validation Target does before answering a submit.
+
+    A bytearray ``body`` becomes the scan's value in place (see :func:`batch_value`).
 
     Whole-body passes only (regex, count, C-level decoding), no loop per row:
     bad escapes, invalid UTF-8, header, empty batch, too many rows. The body
@@ -219,7 +231,7 @@ def scan_batch(body: bytes) -> BatchScan:
     return BatchScan(header=header, rows=rows, value=value)
 
 
-def iter_rows(value: bytes) -> Iterator[list[bytes]]:
+def iter_rows(value: Raw) -> Iterator[Sequence[Raw]]:
     """The raw fields of every row after the header (decode with :func:`decode_field`)."""
     lines = iter_lines(value)
     next(lines, None)
@@ -227,7 +239,7 @@ def iter_rows(value: bytes) -> Iterator[list[bytes]]:
         yield line.split(b",")
 
 
-def _decode_window_fast(raw: bytes) -> list[str] | None:
+def _decode_window_fast(raw: Raw) -> list[str] | None:
     """Decode many lines with a handful of C-level passes, or None when ambiguous.
 
     Raw separators are swapped for control characters first, the whole window
@@ -252,7 +264,7 @@ def _decode_window_fast(raw: bytes) -> list[str] | None:
     return text.split(_LINE_SEP)
 
 
-def _decode_line_lenient(line: bytes) -> list[str]:
+def _decode_line_lenient(line: Raw) -> list[str]:
     """Slow path, one field at a time; an undecodable field (impossible once
     :func:`scan_batch` accepted the body) keeps its bytes with U+FFFD."""
     fields = []
@@ -264,7 +276,7 @@ def _decode_line_lenient(line: bytes) -> list[str]:
     return fields
 
 
-def iter_windows(value: bytes) -> Iterator[bytes]:
+def iter_windows(value: Raw) -> Iterator[Raw]:
     """A batch value cut into windows of whole lines (each at least ``WINDOW`` bytes
     but the last), without their final newline: what :func:`decode_windows` reads."""
     pos, size = 0, len(value)
@@ -276,7 +288,7 @@ def iter_windows(value: bytes) -> Iterator[bytes]:
         pos = end + 1
 
 
-def iter_decoded_rows(value: bytes) -> Iterator[list[str]]:
+def iter_decoded_rows(value: Raw) -> Iterator[list[str]]:
     """The decoded fields of every row after the header, a window at a time.
 
     Same result as decoding :func:`iter_rows` field by field (property-tested),
@@ -285,7 +297,7 @@ def iter_decoded_rows(value: bytes) -> Iterator[list[str]]:
     return decode_windows(iter_windows(value))
 
 
-def decode_windows(windows: Iterable[bytes]) -> Iterator[list[str]]:
+def decode_windows(windows: Iterable[Raw]) -> Iterator[list[str]]:
     """The decoded rows after the header of a value given as windows of whole lines.
 
     Where the windows are cut does not matter, as long as every cut is at a raw

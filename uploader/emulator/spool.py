@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from uploader.emulator.formdata import WINDOW, iter_windows
+from uploader.emulator.formdata import WINDOW, Raw, iter_windows
 
 __all__ = ["FileBody", "MemoryBody", "QueuedBody", "Spool"]
 
@@ -31,7 +31,7 @@ class QueuedBody:
 
     size: int
 
-    def windows(self) -> Iterator[bytes]:
+    def windows(self) -> Iterator[Raw]:
         """The value as windows of whole lines, without their final newline."""
         raise NotImplementedError
 
@@ -41,12 +41,12 @@ class QueuedBody:
 
 
 class MemoryBody(QueuedBody):
-    def __init__(self, value: bytes, spool: Spool | None = None) -> None:
+    def __init__(self, value: Raw, spool: Spool | None = None) -> None:
         self.size = len(value)
-        self._value: bytes | None = value
+        self._value: Raw | None = value
         self._spool = spool
 
-    def windows(self) -> Iterator[bytes]:
+    def windows(self) -> Iterator[Raw]:
         if self._value is None:
             raise ValueError("queued body already released")
         return iter_windows(self._value)
@@ -70,7 +70,7 @@ class FileBody(QueuedBody):
         self._spool = spool
         self._generation = spool.generation
 
-    def windows(self) -> Iterator[bytes]:
+    def windows(self) -> Iterator[Raw]:
         pos = 0
         while pos < self.size:
             window = self._read_window(pos)
@@ -118,7 +118,7 @@ class Spool:
         self._dir: Path | None = None
         self._names = itertools.count(1)
 
-    def hold(self, value: bytes) -> QueuedBody:
+    def hold(self, value: Raw) -> QueuedBody:
         """Keep ``value`` until released; raises OSError when it cannot be spilled."""
         if self.memory_bytes + len(value) <= self.budget:
             self.memory_bytes += len(value)
