@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.hostile import HostileServer
 from uploader.emulator import Emulator, EmulatorConfig
 
 EmulatorFactory = Callable[..., Awaitable[Emulator]]
@@ -68,3 +69,19 @@ def threaded_emulator() -> Iterator[Emulator]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Callable[..., Awaitable[HostileServer]]]:
+    """``await hostile(mode, **kwargs)``: a started ``tests/hostile.py`` server, closed after."""
+    servers: list[HostileServer] = []
+
+    async def start(mode: str, **kwargs: Any) -> HostileServer:
+        server = HostileServer(mode, **kwargs)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.close()

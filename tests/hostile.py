@@ -27,6 +27,11 @@ misbehaves in one way per ``mode``:
 | ``hangup`` | submits: the connection closed unanswered for the first ``hold_s`` |
 | ``status_hangup`` | status calls: the connection closed unanswered for the first ``hold_s`` |
 | ``stalled`` | every status: ``incomplete``, every row consumed, forever |
+| ``status_redirect`` | every status call: HTTP 302 to another host |
+| ``status_html`` | every status call: HTTP 200 with an HTML maintenance page |
+| ``status_unknown`` | every status call: a ``<status>`` word no API version has |
+| ``status_gone`` | every status call: HTTP 410 |
+| ``html_twice`` | a batch's status calls 1, 2, 4, 5: HTML; 3: ``incomplete``; then behaves |
 
 ``status_port``: status URLs name that port of 127.0.0.1 (one where nothing
 listens, from ``closed_port()``) instead of the server's own.
@@ -68,7 +73,13 @@ MODES = (
     "hangup",
     "status_hangup",
     "stalled",
+    "status_redirect",
+    "status_html",
+    "status_unknown",
+    "status_gone",
+    "html_twice",
 )
+MAINTENANCE = "<html><body><h1>Down for maintenance</h1>back soon</body></html>"
 PASSWORD = "hunter2-not-a-token"
 FLOOD_BYTES = 64 * 1024 * 1024 - 64
 EXTRA_ERRORS = 4_000  # listed errors of ids no batch holds (mode listed_errors)
@@ -186,6 +197,18 @@ class HostileServer:
         if self.mode == "retry_after" and now - self._first_status < self.hold_s:
             self.seen.throttled += 1
             return web.Response(status=429, headers={"Retry-After": "999999999"})
+        call = len(self.seen.status_times_by_batch[request.query.get("n", "")])
+        if self.mode == "status_redirect":
+            raise web.HTTPFound("http://127.0.0.2:9/maintenance")
+        if self.mode == "status_html" or (self.mode == "html_twice" and call in (1, 2, 4, 5)):
+            return web.Response(text=MAINTENANCE, content_type="text/html")
+        if self.mode == "html_twice" and call == 3:
+            return _xml(
+                f"<response><batchId>{batch_id}</batchId><status>incomplete</status>"
+                f"<batchSize>{rows}</batchSize><consumedCount>0</consumedCount></response>"
+            )
+        if self.mode == "status_gone":
+            return web.Response(status=410, text="gone")
         if self.mode == "listed_errors":
             ids = self._ids.get(request.query.get("n", ""), [])
             return _xml(_listed_errors(batch_id, ids, request.headers.get("Authorization")))
@@ -197,10 +220,11 @@ class HostileServer:
                 f"<response><batchId>{batch_id}</batchId><status>incomplete</status>"
                 f"<batchSize>{rows}</batchSize><consumedCount>{rows}</consumedCount></response>"
             )
+        word = "frobnicated" if self.mode == "status_unknown" else "complete"
         successful = rows + 5 if self.mode == "overcount" else rows
         failed = 5 if self.mode == "overfailed" else 0
         return _xml(
-            f"<response><batchId>{batch_id}</batchId><status>complete</status>"
+            f"<response><batchId>{batch_id}</batchId><status>{word}</status>"
             f"<batchSize>{rows}</batchSize><consumedCount>{rows}</consumedCount>"
             f"<successfulUpdates>{successful}</successfulUpdates>"
             f"<profilesNotFound>0</profilesNotFound><failedUpdates>{failed}</failedUpdates>"

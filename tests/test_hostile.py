@@ -12,7 +12,7 @@ import csv
 import itertools
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,29 +39,18 @@ request_timeout_s = 30
 """
 
 
-@pytest.fixture
-async def hostile() -> AsyncIterator[Callable[..., Awaitable[HostileServer]]]:
-    servers: list[HostileServer] = []
-
-    async def start(mode: str, **kwargs: Any) -> HostileServer:
-        server = HostileServer(mode, **kwargs)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await server.close()
-
-
 async def run_against(
-    server: HostileServer, tmp_path: Path, *extra: str, env: dict[str, str] | None = None
+    server: HostileServer,
+    tmp_path: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    config: str = "",
 ) -> Result:
     with (tmp_path / "export.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["thirdPartyId", "tier"])
         writer.writerows([f"C{i:03d}", "gold"] for i in range(ROWS))
-    (tmp_path / "fast.toml").write_text(CONFIG)
+    (tmp_path / "fast.toml").write_text(CONFIG.replace("[status]\n", f"[status]\n{config}"))
     return await uploader(
         "-v",
         "run",

@@ -200,9 +200,10 @@ def _raise_for_status(
         location = excerpt(reply.headers.get(hdrs.LOCATION, "none"), 120, redact=redact)
         raise ProtocolError(
             f"{where}: unexpected HTTP {status} redirect to {location!r}; redirects are not "
-            "followed so the token never leaves the configured hosts"
+            "followed so the token never leaves the configured hosts",
+            status=status,
         )
-    raise ProtocolError(f"{where}: unexpected HTTP {status}: {detail}")
+    raise ProtocolError(f"{where}: unexpected HTTP {status}: {detail}", status=status)
 
 
 @contextlib.contextmanager
@@ -439,7 +440,11 @@ class TargetClient:
             reader = status_reader(redact)
             reply = await self._send("GET", request_url, headers, STATUS_MAX_BYTES, reader=reader)
             _raise_for_status(self._settings, "status", request_url, reply, redact)
-            return batch_status(reader.close(), batch_id_hint=hint, redact=redact)
+            try:
+                return batch_status(reader.close(), batch_id_hint=hint, redact=redact)
+            except ProtocolError as exc:
+                exc.status = exc.status or reply.status
+                raise
 
     async def fetch_profile(
         self, profile_id: str, *, id_type: str = "thirdPartyId"
@@ -492,12 +497,17 @@ class TargetClient:
         ) as resp:
             ok = 200 <= resp.status < 300
             if ok and reader is not None:
-                body, over = b"", await _feed_capped(resp.content, cap, reader)
+                try:
+                    body, over = b"", await _feed_capped(resp.content, cap, reader)
+                except ProtocolError as exc:
+                    exc.status = exc.status or resp.status  # a 200 we could not read
+                    raise
             else:
                 body, over = await _read_capped(resp.content, cap if ok else _ERROR_BODY_MAX)
             if over and ok:
                 raise ProtocolError(
-                    f"{method} {url.host}{url.path}: answer larger than {cap} bytes; refusing it"
+                    f"{method} {url.host}{url.path}: answer larger than {cap} bytes; refusing it",
+                    status=resp.status,
                 )
             log.debug("%s %s%s -> HTTP %d", method, url.host, url.path, resp.status)
             return _Reply(resp.status, resp.headers, body)

@@ -27,6 +27,7 @@ __all__ = [
     "StorageError",
     "ThrottledError",
     "TransportError",
+    "UnreadableStatusError",
     "UnusableURLError",
     "UploaderError",
     "WrongBatchError",
@@ -129,11 +130,29 @@ class NotFoundError(PermanentError):
 
 
 class ProtocolError(PermanentError):
-    """The server answered with something we cannot understand (bad XML, unknown status)."""
+    """The server answered with something we cannot understand (bad XML, unknown status).
+
+    ``problem`` is the message without the excerpt of the body (for a warning
+    line); ``status`` the HTTP status of the answer, when one came.
+    """
+
+    def __init__(self, message: str, *, problem: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem or message
+        self.status = status
 
 
 class WrongBatchError(ProtocolError):
     """A status answer named another batch than the one asked for."""
+
+
+class UnreadableStatusError(PermanentError):
+    """A batch's status answers stayed unreadable for ``status.max_unreadable`` calls in a row.
+
+    Target accepted the batch; asking on until ``--status-timeout`` would only
+    hide the problem (a redirect, a maintenance page, a proxy in the way), so
+    the run stops and the batch stays accepted for a later ``status --refresh``.
+    """
 
 
 class UnusableURLError(ProtocolError):

@@ -44,6 +44,7 @@ from uploader.errors import (
     NotFoundError,
     StorageError,
     TransportError,
+    UnreadableStatusError,
     UnusableURLError,
     UploaderError,
     storage_error,
@@ -259,11 +260,19 @@ class _Run:
         self.request_stop()
 
     def stop_following(self, exc: UploaderError) -> None:
-        """HTTP 401/403/404 on a status call, or a status URL we refuse to call.
+        """HTTP 401/403/404 on a status call, a status URL we refuse to call, or
+        status answers that stayed unreadable (``Poller``).
 
         Every call would meet the same: stop now (exit 2) rather than idle
         until the status timeout. The batches stay accepted.
         """
+        if self.fatal is None and isinstance(exc, UnreadableStatusError):
+            self.fatal = ConfigError(
+                f"status answers unreadable while following batches: {exc}; accepted batches "
+                "stay accepted (not resent, not failed): run `uploader status "
+                f"{self.journal.path.parent} --refresh` (or the same command) later to follow "
+                "them, and check --base-url and any proxy between us and Target if it persists"
+            )
         if self.fatal is None:
             what = "credentials refused" if isinstance(exc, AuthError) else "status calls refused"
             if isinstance(exc, UnusableURLError):

@@ -14,10 +14,13 @@ back every status call to that host for the time the server asked (at most
 ``poll_max_s``), not only the one batch's. Results go to the journal first,
 then to the pipeline's callbacks.
 
-A status call we cannot read (an HTML maintenance page, an unknown status
-word, an answer about another batch) never fails a batch Target accepted: it
-stays followed, the error is kept in ``unreadable`` for the report, until the
-run's status timeout. A refused token or an unknown client (HTTP 401, 403,
+A status call we cannot read (a redirect, an HTML maintenance page, an
+unknown status word, an answer about another batch) never fails a batch
+Target accepted: the first is one warning line, the error is kept in
+``unreadable`` for the report, and the batch is asked again; once
+``status.max_unreadable`` answers in a row, over at least
+``status.unreadable_for_s``, were unreadable, ``on_stop_run`` stops the run
+(a readable answer starts the count again). A refused token or an unknown client (HTTP 401, 403,
 404), or a status URL we refuse to call, would meet every call the same way:
 ``on_stop_run`` stops the run and the batches stay accepted for the next run
 to follow. Any other exception in
@@ -42,9 +45,11 @@ from uploader.errors import (
     AuthError,
     NotFoundError,
     PermanentError,
+    ProtocolError,
     RetryableError,
     ThrottledError,
     TransportError,
+    UnreadableStatusError,
     UnusableURLError,
     UploaderError,
     WrongBatchError,
@@ -66,6 +71,8 @@ class _Due:
     url: str = field(compare=False)
     since: float = field(compare=False)  # when we started following it
     progress: tuple[float, int] | None = field(default=None, compare=False)  # (when, consumed)
+    unreadable: int = field(default=0, compare=False)  # unreadable answers in a row
+    unreadable_since: float = field(default=0.0, compare=False)  # loop time of the first
 
 
 # After a batch completes, this many of the oldest followed batches are asked soon.
@@ -112,6 +119,7 @@ class Poller:
         self._on_stuck = on_stuck
         self._on_stop_run = on_stop_run
         self.unreadable: dict[int, str] = {}  # seq -> why its last status call failed
+        self._warned: set[int] = set()  # batches whose unreadable answer was reported
         self._crashed: BaseException | None = None
         self._rng = rng or random.Random()
         self._heap: list[_Due] = []
@@ -214,19 +222,26 @@ class Poller:
             self._on_stop_run(exc)
             return
         except PermanentError as exc:
-            # We could not read the answer; Target may well have the batch. Keep
-            # following it (never fail it for this) until the status timeout.
+            # We could not read the answer; Target may well have the batch. Never
+            # fail it for this: ask again, and stop the run (the batch still
+            # accepted) once its answers stay unreadable (``_unreadable``).
             journal.bump("status_errors")
             if isinstance(exc, WrongBatchError):
                 journal.bump("status_wrong_batch")
-            if due.seq not in self.unreadable:
-                log.warning("status of batch %06d unreadable: %s; will ask again", due.seq, exc)
             self.unreadable[due.seq] = f"{type(exc).__name__}: {exc}"
-            self._again(due)
+            stop = self._unreadable(due, exc)
+            if stop is None:
+                self._again(due)
+                return
+            if self._on_stop_run is None:
+                raise stop from exc
+            heapq.heappush(self._heap, due)  # still accepted: a later run follows it
+            self._on_stop_run(stop)
             return
         except UploaderError:  # pragma: no cover - the tree has only the two branches
             raise
         self.unreadable.pop(due.seq, None)
+        due.unreadable = 0  # a readable answer ends the streak
         if status.status == RemoteStatus.INCOMPLETE:
             self._again(due, status)
             return
@@ -243,6 +258,44 @@ class Poller:
             )
             self._nudge_oldest()
             self._on_final(due.seq)
+
+    def _unreadable(self, due: _Due, exc: PermanentError) -> UnreadableStatusError | None:
+        """Count an unreadable answer; the error that stops the run once they persist.
+
+        The first of a batch is one warning line (its HTTP status and the
+        problem, never the body). ``status.max_unreadable`` in a row, the first
+        at least ``status.unreadable_for_s`` ago, stop the run: asking on until
+        ``--status-timeout`` would leave a night's load pending without a word.
+        """
+        now = asyncio.get_running_loop().time()
+        if due.unreadable == 0:
+            due.unreadable_since = now
+        due.unreadable += 1
+        what = _what(exc)
+        settings = self._settings
+        limit = settings.max_unreadable
+        if due.seq not in self._warned:
+            self._warned.add(due.seq)
+            rule = (
+                f"the run stops if {limit} answers in a row over "
+                f"{settings.unreadable_for_s:g} s are unreadable"
+                if limit
+                else f"until the status timeout ({settings.timeout_s:g} s)"
+            )
+            log.warning(
+                "status of batch %06d unreadable: %s; asking again (%s)",
+                due.seq,
+                what,
+                rule,
+                extra={"event": "status_unreadable", "batch": due.seq, "error": what},
+            )
+        span = now - due.unreadable_since
+        if not limit or due.unreadable < limit or span < settings.unreadable_for_s:
+            return None
+        return UnreadableStatusError(
+            f"the status answers of batch {due.seq:06d} stayed unreadable for {due.unreadable} "
+            f"calls in a row over {span:.1f} s (last: {what})"
+        )
 
     async def _ask(self, url: str) -> BatchStatus:
         """One status call (with details); the outage notices hear how it went."""
@@ -342,6 +395,13 @@ def _retry_plan(settings: StatusSettings) -> str:
         f"batch is final or the status timeout ({settings.timeout_s:g} s) ends the run; "
         "-v logs each attempt"
     )
+
+
+def _what(exc: PermanentError) -> str:
+    """An unreadable answer in a few words: its HTTP status and the problem, no body."""
+    status = getattr(exc, "status", None)
+    problem = exc.problem if isinstance(exc, ProtocolError) else str(exc)
+    return f"HTTP {status}: {problem}" if status and f"HTTP {status}" not in problem else problem
 
 
 def _host_key(url: str) -> str:

@@ -297,4 +297,5 @@ def _query_batch_id(url: str) -> str | None:
 
 
 def _protocol(problem: str, doc: Document, redact: Redact | None) -> ProtocolError:
-    return ProtocolError(f"{problem}; body starts: {excerpt(doc.head, redact=redact)!r}")
+    shown = excerpt(doc.head, redact=redact)
+    return ProtocolError(f"{problem}; body starts: {shown!r}", problem=problem)

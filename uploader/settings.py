@@ -233,6 +233,11 @@ class StatusSettings:
     poll_max_s: float = 60.0
     max_inflight: int = 4  # status calls in flight at once
     resubmit_stuck: int = 1
+    # A batch whose status answers stay unreadable (a redirect, an HTML page, an
+    # unknown status word) for this many calls in a row, over at least
+    # unreadable_for_s, stops the run (exit 2); 0: follow it until timeout_s.
+    max_unreadable: int = 10
+    unreadable_for_s: float = 600.0
 
     def __post_init__(self) -> None:
         _positive("status.timeout_s", self.timeout_s)
@@ -241,6 +246,12 @@ class StatusSettings:
         _positive("status.max_inflight", self.max_inflight)
         if self.resubmit_stuck < 0:
             raise ConfigError("status.resubmit_stuck must be 0 or more")
+        if self.max_unreadable < 0:
+            raise ConfigError(f"status.max_unreadable must be 0 or more; got {self.max_unreadable}")
+        if not self.unreadable_for_s >= 0:  # NaN too
+            raise ConfigError(
+                f"status.unreadable_for_s must be 0 or more; got {self.unreadable_for_s}"
+            )
 
 
 @dataclass(frozen=True)

@@ -184,7 +184,7 @@ class XmlReader:
     def error(self, problem: str) -> ProtocolError:
         """A ``ProtocolError`` naming ``problem`` with an excerpt of the body's start."""
         shown = excerpt(bytes(self._head), redact=self._redact)
-        return ProtocolError(f"{problem}; body starts: {shown!r}")
+        return ProtocolError(f"{problem}; body starts: {shown!r}", problem=problem)
 
     # -- expat callbacks ------------------------------------------------------------
 
