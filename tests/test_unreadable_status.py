@@ -10,6 +10,7 @@ failed, not resent). A readable answer in between starts the count again.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -82,7 +83,11 @@ async def test_status_answers_never_readable_stop_the_run_with_exit_2(
     assert "maintenance</h1>" not in r.stderr and "<html>" not in r.stderr
 
     # Target accepted every batch: still accepted, nothing failed or resent.
-    assert (report["status"], report["exit_code"], report["stopped_by"]) == ("error", 2, "error")
+    assert (report["status"], report["exit_code"], report["stopped_by"]) == (
+        "error",
+        2,
+        "status_unreadable",
+    )
     assert report["rows"]["pending"] == ROWS and report["rows"]["failed"] == 0
     assert report["errors"] == [] and report["outputs"]["failed_rows"] is None
     assert server.seen.submits == BATCHES
@@ -97,6 +102,13 @@ async def test_status_answers_never_readable_stop_the_run_with_exit_2(
     shown = await uploader("status", "w", cwd=tmp_path)
     assert shown.code == 2, shown.stderr
     assert f"error: {report['error']}" in shown.stdout + shown.stderr
+    as_json = await uploader("status", "w", "--json", cwd=tmp_path)
+    again = json.loads(as_json.stdout)
+    assert (again["stopped_by"], again["error"], again["exit_code"]) == (
+        "status_unreadable",
+        report["error"],
+        2,
+    )
     assert_no_secret(r, tmp_path)
 
 

@@ -110,6 +110,7 @@ class _Run:
         self.stop_requested = asyncio.Event()
         self.chunk_stop = threading.Event()
         self.fatal: UploaderError | None = None  # stops the run, exit 2
+        self.fatal_outcome = "error"  # how `fatal` is recorded (report's stopped_by)
         self.lost: str | None = None  # the server went away or kept failing mid-run, exit 3
         self.crashed: BaseException | None = None  # anything unexpected, in any stage
         self.paused: PacingStop | None = None  # a pacing limit ended this run's submits
@@ -267,6 +268,7 @@ class _Run:
         until the status timeout. The batches stay accepted.
         """
         if self.fatal is None and isinstance(exc, UnreadableStatusError):
+            self.fatal_outcome = "status_unreadable"
             self.fatal = ConfigError(
                 f"status answers unreadable while following batches: {exc}; accepted batches "
                 "stay accepted (not resent, not failed): run `uploader status "
@@ -716,6 +718,8 @@ async def _drive(
             await chunk_task
     if run.crashed is not None or run.fatal is not None or run.lost is not None:
         outcome = "error"  # not a Ctrl-C: the stop the stages asked for themselves
+        if run.crashed is None and run.fatal is not None:
+            outcome = run.fatal_outcome
     try:
         journal.set_meta("last_outcome", outcome)
     except StorageError as exc:

@@ -278,6 +278,8 @@ _STOPPED_BY = {
     "paused": "pacing",
     "killed": "killed",
     "error": "error",
+    # a batch's status answers stayed unreadable (status.max_unreadable): exit 2
+    "status_unreadable": "status_unreadable",
 }
 
 
@@ -286,7 +288,7 @@ def _stopped_by(
 ) -> str | None:
     """Why a run stopped before its end: the one word the summary's hint explains."""
     if error:
-        return "error"
+        return "status_unreadable" if outcome == "status_unreadable" else "error"
     if not interrupted:  # with --wait, a finished run is final; with --no-wait, some are open
         return "no_wait" if rows.pending else None
     return _STOPPED_BY.get(outcome or "")
