@@ -19,7 +19,7 @@ import pytest
 
 from tests.hostile import HostileServer
 from tests.test_cli_errors import ERROR, uploader
-from tests.test_hostile import BATCHES, ROWS, assert_no_secret, clean_exit, run_against
+from tests.test_hostile import BATCHES, ROWS, TOKEN, assert_no_secret, clean_exit, run_against
 from uploader.journal import Journal
 from uploader.states import BatchState
 
@@ -50,7 +50,7 @@ HINT = (
             "HTTP 200: status response has unknown status 'frobnicated' "
             "(known: complete, incomplete, stuck)",
         ),
-        ("status_gone", f"{STATUS_URL}: HTTP 410 rejected: gone"),
+        ("status_gone", f"{STATUS_URL}: HTTP 410 refused: gone"),
     ],
 )
 async def test_status_answers_never_readable_stop_the_run_with_exit_2(
@@ -109,6 +109,19 @@ async def test_status_answers_never_readable_stop_the_run_with_exit_2(
         report["error"],
         2,
     )
+
+    # Once the server answers again, the hint works: every batch completes, none is resent.
+    server.mode = "ok"
+    env = {"TARGET_PROFILE_TOKEN": TOKEN}
+    refreshed = await uploader("status", "w", "--refresh", "--json", cwd=tmp_path, env=env)
+    after = json.loads(refreshed.stdout)
+    assert (refreshed.code, after["status"], after["stopped_by"], after["error"]) == (
+        0,
+        "complete",
+        None,
+        None,
+    )
+    assert after["rows"]["successful"] == ROWS and server.seen.submits == BATCHES
     assert_no_secret(r, tmp_path)
 
 
