@@ -195,7 +195,8 @@ def _raise_for_status(
     if status in _SERVER_ERRORS or status >= 500:
         raise ServerError(f"{where}: HTTP {status} server error: {detail}", status=status)
     if status in _REJECTED or 400 <= status < 500:
-        raise BatchRejectedError(f"{where}: HTTP {status} rejected: {detail}", status=status)
+        said = "rejected" if action == "submit" else "refused"  # a status call rejects no batch
+        raise BatchRejectedError(f"{where}: HTTP {status} {said}: {detail}", status=status)
     if 300 <= status < 400:
         location = excerpt(reply.headers.get(hdrs.LOCATION, "none"), 120, redact=redact)
         raise ProtocolError(
