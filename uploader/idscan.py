@@ -115,7 +115,7 @@ def _kept_ids(
         yield from _exact_ids(_lines([_decoded(carry)]), plan, delimiter)
 
 
-def _decoded(data: AnyStr) -> str:
+def _decoded(data: str | bytes) -> str:
     """Text of whole records (bytes: UTF-8 from a line break on, so no character is cut)."""
     return data.decode("utf-8", ESCAPE) if isinstance(data, bytes) else data
 
