@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import weakref
 from datetime import UTC, datetime
 
 import pytest
@@ -22,6 +23,7 @@ from uploader.responses import (
     parse_submit,
 )
 from uploader.states import RemoteStatus
+from uploader.xmlread import XmlReader
 
 STATUS_URL = "http://mboxedge45.tt.omtrdc.net/m2/demo/profile/batchStatus?batchId=demo-1701-13"
 
@@ -279,3 +281,29 @@ def test_listed_profiles_are_not_tracked_by_the_garbage_collector() -> None:
     )
     assert [p.id for p in status.profiles][:2] == ["C00000", "C00001"]
     assert sum(p.status == "error" for p in status.profiles) == n
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<response><status>complete</status><profiles>"
+        + b"<profile><id>C1</id><status>error</status></profile>" * 3
+        + b"</profiles></response>",
+        b"<response><status>complete",  # not well-formed: refused
+        b"<a>" + b"<b/>" * 50 + b"</a>",  # over max_elements, refused from a callback
+    ],
+)
+def test_a_reader_is_freed_as_soon_as_it_is_dropped(body: bytes) -> None:
+    """The parser's callbacks are the reader's methods: unhooked once the answer is read
+    or refused, so the kept profiles go without waiting for a full garbage collection."""
+    gc.disable()
+    try:
+        reader = XmlReader("status", frozenset({"status"}), max_elements=20, max_profiles=10)
+        with contextlib.suppress(ProtocolError):
+            reader.feed(body)
+            reader.close()
+        gone = weakref.ref(reader)
+        del reader
+        assert gone() is None
+    finally:
+        gc.enable()

@@ -134,6 +134,17 @@ class _Open:
 _SKIP = _Open("")
 
 
+_HANDLERS = (
+    "StartDoctypeDeclHandler",
+    "EntityDeclHandler",
+    "UnparsedEntityDeclHandler",
+    "ExternalEntityRefHandler",
+    "StartElementHandler",
+    "EndElementHandler",
+    "CharacterDataHandler",
+)
+
+
 class XmlReader:
     """``feed(chunk)`` repeatedly, then ``close()`` -> ``Document``; one answer per reader."""
 
@@ -179,6 +190,7 @@ class XmlReader:
         if not self._head.strip():
             raise ProtocolError(f"{self.what} is empty")
         self._parse(b"", final=True)
+        self._unhook()
         return self._doc
 
     def error(self, problem: str) -> ProtocolError:
@@ -192,10 +204,25 @@ class XmlReader:
         try:
             self._parser.Parse(data, final)
         except expat.ExpatError as exc:
+            self._unhook()
             raise self.error(
                 f"{self.what} is not well-formed XML ({expat.ErrorString(exc.code)}: "
                 f"line {exc.lineno}, column {exc.offset})"
             ) from None
+        except BaseException:  # a bound crossed in a callback: this answer is done
+            self._unhook()
+            raise
+
+    def _unhook(self) -> None:
+        """Clear the parser's callbacks once the answer is read or refused.
+
+        They are methods of this reader, so the parser and the reader hold
+        each other: a cycle that only a full garbage collection frees, and
+        with it the kept profiles (up to 100,000 per answer). Unhooked, both
+        go as soon as the caller drops the reader.
+        """
+        for name in _HANDLERS:
+            setattr(self._parser, name, None)
 
     def _forbidden(self, *args: Any) -> NoReturn:
         raise self.error(f"{self.what} uses forbidden XML features (DTD or entity declaration)")
