@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from uploader.chunk import BatchFile, Chunker, ChunkSummary, read_batch_header, read_batch_rows
@@ -100,7 +100,7 @@ def is_valid(row: list[str], width: int = len(HEADER)) -> bool:
         and ident == ident.strip()  # whitespace-only: missing_id; around the id: invalid_id
         and "+" not in ident
         and "/" not in ident
-        and not any(unicodedata.category(c) == "Cc" for c in ident)
+        and not any(unicodedata.category(c) in ("Cc", "Cf") for c in ident)
     )
 
 
@@ -141,6 +141,7 @@ def check_output(out: Path, summary: ChunkSummary, max_rows: int, max_bytes: int
     max_rows=st.integers(1, 8),
     max_bytes=st.integers(60, 400),
 )
+@example(rows=[["\xad"]], max_rows=1, max_bytes=60)  # an invisible format character: invalid
 def test_round_trip_limits_and_accounting(
     rows: list[list[str]], max_rows: int, max_bytes: int
 ) -> None:
