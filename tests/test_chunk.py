@@ -450,6 +450,8 @@ async def test_an_interrupted_split_says_its_output_is_partial(tmp_path: Path) -
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "uploader", "split", "big.csv", "--out", "out",
         "--max-batch-rows", "100", cwd=tmp_path, stderr=asyncio.subprocess.PIPE,
+        # a test run started in the background by a shell ignores SIGINT, and so would the split
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     first = out / "batches" / "batch-000001.txt"
     for _ in range(6000):  # until the new split wrote its first file (100 rows, not 1)
